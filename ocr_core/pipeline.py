@@ -1,0 +1,88 @@
+"""The job a worker runs for each image: fetch once, read (or reuse a cached reading), hand to sinks."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+import redis
+from rq import get_current_job
+
+from ocr_core import queue, reader, sources, store
+from ocr_core.engines import get_engine
+from ocr_core.errors import ImageError
+from ocr_core.job import ImageJob, OcrResult
+from ocr_core.routes import sinks_for
+from ocrhub.settings import Settings, get_settings
+
+
+def process(payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point, enqueued as "ocr_core.pipeline.process" with `ImageJob.to_dict()`."""
+    rq_job = get_current_job()
+    if rq_job is None:
+        raise RuntimeError("ocr_core.pipeline.process runs inside an RQ worker")
+    return run(ImageJob.from_dict(payload), rq_job.connection, get_settings()).summary()
+
+
+class Outcome:
+    def __init__(self, result: OcrResult, sinks: tuple[str, ...], cached: bool) -> None:
+        self.result, self.sinks, self.cached = result, sinks, cached
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job_id": self.result.job.job_id,
+            "lines": len(self.result.lines),
+            "chars": len(self.result.text),
+            "engine": self.result.engine,
+            "cached": self.cached,
+            "sinks": list(self.sinks),
+            "error": self.result.error,
+        }
+
+
+def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
+    started = time.perf_counter()
+    data = store.load_image(conn, job)
+    if data is None:
+        data = sources.fetch(job, conn)
+        store.save_image(conn, job.job_id, data, settings.blob_ttl)
+    fetched = time.perf_counter()
+
+    digest = store.sha256(data)
+    engine_name = settings.ocr_engine
+    cached = store.cached_reading(conn, engine_name, digest)
+    error = ""
+    timings = {"fetch": fetched - started}
+    if cached is not None:
+        lines, width, height = cached
+    else:
+        try:
+            reading = reader.read_bytes(data, get_engine(engine_name, settings.threads_per_engine), settings)
+        except ImageError as exc:
+            lines, width, height, error = (), 0, 0, str(exc)
+        else:
+            lines, width, height = reading.lines, reading.width, reading.height
+            timings.update(reading.timings)
+            store.cache_reading(conn, engine_name, digest, lines, width, height, settings.cache_ttl)
+
+    result = OcrResult(
+        job=job,
+        text="\n".join(line.text for line in lines),
+        lines=lines,
+        engine=engine_name,
+        image_sha256=digest,
+        width=width,
+        height=height,
+        timings=timings,
+        error=error,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    )
+    store.save_result(conn, result, settings.blob_ttl)
+    sinks = sinks_for(job, settings.routes)
+    for sink in sinks:
+        queue.enqueue_delivery(conn, job.job_id, sink, settings)
+    if error:
+        # Sinks still hear why (a chat user gets a reason, not silence); the job itself fails for good.
+        raise ImageError(error)
+    return Outcome(result, sinks, cached is not None)

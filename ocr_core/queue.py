@@ -1,0 +1,67 @@
+"""The RQ side: queues, retry policy, and enqueueing by dotted name with a JSON payload (no pickles)."""
+
+from __future__ import annotations
+
+import redis
+from rq import Queue, Retry
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from ocr_core.job import ImageJob
+from ocrhub.settings import Settings
+
+PROCESS = "ocr_core.pipeline.process"
+DELIVER = "sinks.delivery.deliver"
+
+
+def ocr_queue(conn: redis.Redis, settings: Settings) -> Queue:
+    return Queue(settings.queue_name, connection=conn, serializer=JSONSerializer)
+
+
+def delivery_queue(conn: redis.Redis, settings: Settings) -> Queue:
+    return Queue(f"{settings.queue_name}-deliver", connection=conn, serializer=JSONSerializer)
+
+
+def all_queues(conn: redis.Redis, settings: Settings) -> list[Queue]:
+    """Delivery first: a finished reading reaches the chat before the next image is read."""
+    return [delivery_queue(conn, settings), ocr_queue(conn, settings)]
+
+
+def retry_policy(settings: Settings) -> Retry | None:
+    intervals = settings.retry_intervals
+    return Retry(max=len(intervals), interval=list(intervals)) if intervals else None
+
+
+def ocr_job_id(job_id: str) -> str:
+    return f"ocr-{job_id}"
+
+
+def delivery_job_id(job_id: str, sink: str) -> str:
+    return f"deliver-{job_id}-{''.join(c if c.isalnum() or c in '_-' else '_' for c in sink)}"
+
+
+def enqueue_image(conn: redis.Redis, job: ImageJob, settings: Settings, *, at_front: bool = False) -> Job:
+    return ocr_queue(conn, settings).enqueue_call(
+        PROCESS,
+        args=(job.to_dict(),),
+        job_id=ocr_job_id(job.job_id),
+        timeout=settings.job_timeout,
+        retry=retry_policy(settings),
+        result_ttl=settings.blob_ttl,
+        failure_ttl=settings.blob_ttl * 4,
+        description=f"ocr {job.platform} chat={job.chat_id} message={job.message_id} image={job.index}",
+        at_front=at_front,
+    )
+
+
+def enqueue_delivery(conn: redis.Redis, job_id: str, sink: str, settings: Settings) -> Job:
+    return delivery_queue(conn, settings).enqueue_call(
+        DELIVER,
+        args=(job_id, sink),
+        job_id=delivery_job_id(job_id, sink),
+        timeout=settings.job_timeout,
+        retry=retry_policy(settings),
+        result_ttl=settings.blob_ttl,
+        failure_ttl=settings.blob_ttl * 4,
+        description=f"deliver {job_id} to {sink}",
+    )

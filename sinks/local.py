@@ -1,0 +1,170 @@
+"""The embedded default sink: every result in a SQLite file with full-text search, findable later.
+
+`local://` keeps `results.sqlite3` under the data folder; `local:///path/to/file.sqlite3` elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import SplitResult, unquote
+
+from ocr_core.job import OcrResult
+from sinks.base import SinkConfigError, SinkContext
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id INTEGER PRIMARY KEY,
+    job_id TEXT NOT NULL UNIQUE,
+    image_sha256 TEXT NOT NULL,
+    platform TEXT NOT NULL,
+    bot_id TEXT NOT NULL,
+    chat_id TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    sender TEXT NOT NULL,
+    sent_at TEXT NOT NULL,
+    source_url TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    text TEXT NOT NULL,
+    lines TEXT NOT NULL,
+    error TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS results_sha ON results(image_sha256);
+CREATE INDEX IF NOT EXISTS results_chat ON results(chat_id, created_at);
+CREATE VIRTUAL TABLE IF NOT EXISTS results_fts USING fts5(
+    text, content='results', content_rowid='id', tokenize='trigram'
+);
+CREATE TRIGGER IF NOT EXISTS results_ai AFTER INSERT ON results BEGIN
+    INSERT INTO results_fts(rowid, text) VALUES (new.id, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS results_ad AFTER DELETE ON results BEGIN
+    INSERT INTO results_fts(results_fts, rowid, text) VALUES ('delete', old.id, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS results_au AFTER UPDATE ON results BEGIN
+    INSERT INTO results_fts(results_fts, rowid, text) VALUES ('delete', old.id, old.text);
+    INSERT INTO results_fts(rowid, text) VALUES (new.id, new.text);
+END;
+"""
+
+COLUMNS = "job_id, image_sha256, platform, bot_id, chat_id, message_id, sender, sent_at, source_url, engine, text, lines, error, created_at"
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    job_id: str
+    image_sha256: str
+    platform: str
+    bot_id: str
+    chat_id: str
+    message_id: str
+    sender: str
+    sent_at: str
+    source_url: str
+    engine: str
+    text: str
+    lines: list
+    error: str
+    created_at: str
+
+
+class LocalStore:
+    """A SQLite file shared safely by several worker processes (WAL, busy timeout)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def save(self, result: OcrResult) -> int:
+        job = result.job
+        row = (
+            job.job_id, result.image_sha256, job.platform, job.bot_id, job.chat_id, job.message_id, job.sender,
+            job.sent_at, job.source_url, result.engine, result.text,
+            json.dumps([line.to_dict() for line in result.lines], ensure_ascii=False), result.error, result.created_at,
+        )
+        db = self._connect()
+        db.execute(
+            f"INSERT INTO results ({COLUMNS}) VALUES ({', '.join('?' * 14)}) "
+            "ON CONFLICT(job_id) DO UPDATE SET image_sha256=excluded.image_sha256, engine=excluded.engine, "
+            "text=excluded.text, lines=excluded.lines, error=excluded.error, created_at=excluded.created_at",
+            row,
+        )
+        return db.execute("SELECT id FROM results WHERE job_id = ?", (job.job_id,)).fetchone()[0]
+
+    def get(self, job_id: str) -> StoredResult | None:
+        row = self._connect().execute(f"SELECT {COLUMNS} FROM results WHERE job_id = ?", (job_id,)).fetchone()
+        return _stored(row) if row else None
+
+    def by_image(self, image_sha256: str) -> list[StoredResult]:
+        rows = self._connect().execute(f"SELECT {COLUMNS} FROM results WHERE image_sha256 = ? ORDER BY id", (image_sha256,))
+        return [_stored(r) for r in rows]
+
+    def search(self, query: str, limit: int = 20) -> list[StoredResult]:
+        """Substring search; the trigram index serves queries of three characters or more."""
+        query = query.strip()
+        if not query:
+            return []
+        db = self._connect()
+        if len(query) >= 3:
+            phrase = '"' + query.replace('"', '""') + '"'
+            rows = db.execute(
+                f"SELECT {', '.join('r.' + c.strip() for c in COLUMNS.split(','))} FROM results_fts f "
+                "JOIN results r ON r.id = f.rowid WHERE results_fts MATCH ? ORDER BY r.id DESC LIMIT ?",
+                (phrase, limit),
+            )
+        else:
+            escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            rows = db.execute(
+                f"SELECT {COLUMNS} FROM results WHERE text LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
+                (f"%{escaped}%", limit),
+            )
+        return [_stored(r) for r in rows]
+
+    def count(self) -> int:
+        return self._connect().execute("SELECT count(*) FROM results").fetchone()[0]
+
+
+def _stored(row: tuple) -> StoredResult:
+    values = list(row)
+    values[11] = json.loads(values[11])
+    return StoredResult(*values)
+
+
+class LocalSink:
+    scheme: ClassVar[str] = "local"
+    needs_image: ClassVar[bool] = False
+
+    def __init__(self, store: LocalStore) -> None:
+        self.store = store
+
+    @classmethod
+    def from_url(cls, url: SplitResult, context: SinkContext) -> LocalSink:
+        if url.netloc:
+            raise SinkConfigError(f"local sink URL takes a path, not a host: use local:///path/to/results.sqlite3 (got {url.geturl()!r})")
+        path = Path(unquote(url.path)) if url.path else context.settings.data_dir / "results.sqlite3"
+        return cls(LocalStore(path))
+
+    def check(self) -> None:
+        self.store.count()
+
+    def deliver(self, result: OcrResult, image: bytes | None) -> str:
+        return f"local row {self.store.save(result)}"
+
+    def url(self, privacy: bool = True) -> str:
+        return f"local://{self.store.path}"
