@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
+from datetime import datetime, timezone
+
 import redis
+from redis.client import Pipeline
 from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from ocr_core import store
 from ocr_core.job import ImageJob
 from ocrhub.settings import Settings
 
@@ -40,7 +46,10 @@ def delivery_job_id(job_id: str, sink: str) -> str:
     return f"deliver-{job_id}-{''.join(c if c.isalnum() or c in '_-' else '_' for c in sink)}"
 
 
-def enqueue_image(conn: redis.Redis, job: ImageJob, settings: Settings, *, at_front: bool = False) -> Job:
+def enqueue_image(
+    conn: redis.Redis, job: ImageJob, settings: Settings, *, at_front: bool = False, pipeline: Pipeline | None = None
+) -> Job:
+    """With `pipeline`, nothing is queued until the caller executes it: several images go in all or none."""
     return ocr_queue(conn, settings).enqueue_call(
         PROCESS,
         args=(job.to_dict(),),
@@ -51,6 +60,7 @@ def enqueue_image(conn: redis.Redis, job: ImageJob, settings: Settings, *, at_fr
         failure_ttl=settings.blob_ttl * 4,
         description=f"ocr {job.platform} chat={job.chat_id} message={job.message_id} image={job.index}",
         at_front=at_front,
+        pipeline=pipeline,
     )
 
 
@@ -65,3 +75,21 @@ def enqueue_delivery(conn: redis.Redis, job_id: str, sink: str, settings: Settin
         failure_ttl=settings.blob_ttl * 4,
         description=f"deliver {job_id} to {sink}",
     )
+
+
+def submit_bytes(conn: redis.Redis, data: bytes, settings: Settings, *, source: str, name: str = "", routes: tuple[str, ...] = ()) -> ImageJob:
+    """Store an uploaded image and queue it; the job never needs the uploader again."""
+    job = ImageJob(
+        platform="upload",
+        bot_id=source,
+        chat_id=source,
+        message_id=uuid.uuid4().hex,
+        image_key=name or "image",
+        sender=source,
+        sent_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        routes=routes,
+    )
+    key = store.save_image(conn, job.job_id, data, settings.blob_ttl)
+    job = replace(job, blob=key)
+    enqueue_image(conn, job, settings)
+    return job

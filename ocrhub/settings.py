@@ -6,9 +6,9 @@ import os
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from pydantic_settings import SettingsError as SourceError
 
@@ -18,6 +18,22 @@ ENV_PREFIX = "OCRHUB_"
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
     return Path(base) / "ocrhub"
+
+
+class FeishuBotSettings(BaseModel):
+    """One further Feishu app in OCRHUB_FEISHU_BOTS; unset domain, group_policy, reply_in_thread take the OCRHUB_FEISHU_* values."""
+
+    model_config = {"frozen": True, "extra": "forbid"}
+
+    app_id: str
+    app_secret: SecretStr
+    encrypt_key: SecretStr = SecretStr("")
+    verification_token: SecretStr = SecretStr("")
+    domain: str = ""
+    group_policy: Literal["all", "mention", ""] = ""
+    bot_open_id: str = ""
+    allow_unverified: bool = False
+    reply_in_thread: bool | None = None
 
 
 class Settings(BaseSettings):
@@ -54,10 +70,19 @@ class Settings(BaseSettings):
     feishu_encrypt_key: SecretStr = SecretStr("")
     feishu_verification_token: SecretStr = SecretStr("")
     feishu_domain: str = "https://open.feishu.cn"
+    feishu_group_policy: Literal["all", "mention"] = Field(default="all", description="In group chats read every image, or only messages that @ the bot.")
+    feishu_bot_open_id: str = Field(default="", description="The bot's open_id (ou_…); needed by group policy 'mention'.")
+    feishu_replay_window: Annotated[int, Field(ge=0)] = Field(default=300, description="Refuse webhook requests whose X-Lark-Request-Timestamp is further than this many seconds from now; 0 = no window.")
+    feishu_dedupe_ttl: Annotated[int, Field(ge=8 * 3600)] = Field(default=24 * 3600, description="How long a message_id is remembered; Feishu re-sends for up to ~7 h.")
+    feishu_allow_unverified: bool = Field(default=False, description="Accept events for a bot with neither Encrypt Key nor Verification Token (anyone could post jobs).")
+    feishu_reply_in_thread: bool = Field(default=False, description="Replies open a thread under the image instead of quoting it in the chat.")
+    feishu_bots: dict[str, FeishuBotSettings] = Field(default_factory=dict, description="Further Feishu apps as JSON: {\"sales\": {\"app_id\": …, \"app_secret\": …, \"encrypt_key\": …}}; served at /feishu/<id>/events.")
 
     notion_token: SecretStr = SecretStr("")
     notion_database_id: str = ""
     notion_base_url: str = "https://api.notion.com"
+    notion_properties: dict[str, str] = Field(default_factory=dict, description="JSON: column → your property name, e.g. {\"text\": \"内容\", \"sender\": \"发送者\"}; \"\" leaves an optional column out (see docs/notion.md).")
+    notion_title: str = Field(default="", description="Page title template, e.g. \"{date} {sender}: {first_line}\"; empty = the first meaningful line.")
 
     log_level: str = "INFO"
 

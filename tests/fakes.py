@@ -1,0 +1,37 @@
+"""Test doubles reached the way production reaches real ones: by dotted name through the registries."""
+
+from __future__ import annotations
+
+import os
+
+import redis
+from PIL import Image
+
+from ocr_core.errors import TransientError
+from ocr_core.job import ImageJob, Line
+
+COUNTER_KEY = "test:engine-calls"
+FLAKY_KEY = "test:flaky-calls"
+
+
+class CountingEngine:
+    """Reports the image size as its one line and counts calls in Redis (workers may be other processes)."""
+
+    name = "counting"
+
+    def __init__(self, threads: int = 0) -> None:
+        self.conn = redis.Redis.from_url(os.environ["OCRHUB_REDIS_URL"])
+
+    def recognise(self, image: Image.Image) -> list[Line]:
+        self.conn.incr(COUNTER_KEY)
+        w, h = image.size
+        return [Line(text=f"size {w}x{h}", box=((0, 0), (w, 0), (w, h), (0, h)), score=1.0)]
+
+
+def flaky_fetch(job: ImageJob, conn: redis.Redis) -> bytes:
+    """Fails `int(job.image_key.split(':')[0])` times, then returns the bytes stored under test:image."""
+    failures = int(job.image_key.split(":")[0])
+    calls = conn.incr(f"{FLAKY_KEY}:{job.job_id}")
+    if calls <= failures:
+        raise TransientError(f"platform briefly unavailable (attempt {calls})")
+    return conn.get("test:image") or b""
