@@ -40,9 +40,9 @@ def main() -> None:
 
 
 @main.command()
-@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object mapping each path, as typed, to its text.")
-def ocr(files: tuple[Path, ...], as_json: bool) -> None:
+def ocr(files: tuple[str, ...], as_json: bool) -> None:
     """Read FILES directly (no queue, no Redis) and print their text.
 
     Uses the same normalisation, tiling and engine as the workers. Errors go to
@@ -62,11 +62,9 @@ def ocr(files: tuple[Path, ...], as_json: bool) -> None:
     texts: dict[str, str] = {}
     failed = 0
     bar = tqdm(total=len(files), file=sys.stderr, unit="image", disable=len(files) < PROGRESS_MIN_FILES)
-    for path in files:
-        typed = str(path)
+    for typed in files:
         try:
-            data = path.read_bytes()
-            reading = reader.read_bytes(data, engine, settings)
+            reading = reader.read_file(typed, engine, settings)
         except (OSError, OcrHubError) as exc:
             failed += 1
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

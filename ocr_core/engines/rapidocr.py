@@ -23,7 +23,7 @@ class RapidOcrEngine:
         threads = threads if threads > 0 else -1
         self._ocr = RapidOCR(
             params={
-                "Global.log_level": "warning",
+                "Global.log_level": "error",  # "no text found" is an answer, not a warning
                 "Global.max_side_len": MAX_SIDE,
                 "Global.min_side_len": 30,
                 "Det.limit_type": "max",
@@ -32,7 +32,7 @@ class RapidOcrEngine:
                 "EngineConfig.onnxruntime.inter_op_num_threads": 1 if threads > 0 else -1,
             }
         )
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     def recognise(self, image: Image.Image) -> list[Line]:
         output = self._ocr(np.asarray(image.convert("RGB"))[:, :, ::-1])

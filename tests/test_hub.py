@@ -1,0 +1,109 @@
+"""`ocrhub up` as an operator runs it: embedded redis-server, API under uvicorn, worker processes, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from ocrhub.redis_server import free_port
+from tests.imagegen import encode, text_image, words
+
+
+def start_hub(tmp_path: Path, port: int) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+    env.update({"OCRHUB_DATA_DIR": str(tmp_path / "data"), "OCRHUB_API_PORT": str(port), "OCRHUB_WORKERS": "2"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def wait_healthy(base: str, hub: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert hub.poll() is None, hub.stdout.read() if hub.stdout else ""
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError("hub API did not come up")
+
+
+def stop(hub: subprocess.Popen[str]) -> str:
+    hub.send_signal(signal.SIGINT)
+    out, _ = hub.communicate(timeout=60)
+    return out
+
+
+@pytest.fixture
+def hub_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+    env["OCRHUB_DATA_DIR"] = str(tmp_path / "data")
+    return env
+
+
+def test_up_reads_submitted_images_and_stops_cleanly(tmp_path, hub_env):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    expected = words(31, 3)
+    image = tmp_path / "note.png"
+    image.write_bytes(encode(text_image([" ".join(expected)]), "PNG"))
+    hub = start_hub(tmp_path, port)
+    try:
+        wait_healthy(base, hub)
+        hub_file = json.loads((tmp_path / "data" / "hub.json").read_text())
+
+        submitted = subprocess.run(
+            [sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=hub_env, capture_output=True, text=True, timeout=120
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        assert submitted.stdout.split() == expected
+
+        other = words(32, 2)
+        upload = httpx.post(f"{base}/api/images", files={"file": ("x.png", encode(text_image([" ".join(other)]), "PNG"))}, timeout=10)
+        assert upload.status_code == 202
+        job_url = base + upload.json()["status_url"]
+        deadline = time.monotonic() + 60
+        while (body := httpx.get(job_url, timeout=5).json())["status"] != "finished":
+            assert body["status"] in {"queued", "started", "scheduled"} and time.monotonic() < deadline, body
+            time.sleep(0.2)
+        assert body["text"].split() == other
+
+        found = httpx.get(f"{base}/api/search", params={"q": expected[1]}, timeout=5).json()["results"]
+        assert [r["text"].split() for r in found] == [expected]
+        assert httpx.post(f"{base}/api/images", content=b"", timeout=5).status_code == 400
+    finally:
+        out = stop(hub)
+    assert hub.returncode == 0, out
+    assert "ocrhub stopped" in out
+    assert not (tmp_path / "data" / "hub.json").exists()
+    port_of_redis = int(hub_file["redis_url"].rsplit(":", 1)[1].split("/")[0])
+    with pytest.raises(redis.ConnectionError):
+        redis.Redis(port=port_of_redis, socket_connect_timeout=0.5, retry=None).ping()
+
+    # The queue and results survive a restart: the embedded Redis persists under the data folder.
+    hub = start_hub(tmp_path, port)
+    try:
+        wait_healthy(base, hub)
+        assert httpx.get(job_url, timeout=5).json()["status"] == "finished"
+    finally:
+        stop(hub)
+    assert hub.returncode == 0
+
+
+def test_submit_without_a_running_hub_says_how_to_start_one(tmp_path, hub_env):
+    image = tmp_path / "x.png"
+    image.write_bytes(encode(text_image(["hello"]), "PNG"))
+    result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=hub_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "ocrhub up" in result.stderr and "OCRHUB_REDIS_URL" in result.stderr
