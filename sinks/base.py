@@ -6,7 +6,7 @@ import importlib
 import threading
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
-from urllib.parse import SplitResult, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 import redis
 
@@ -99,11 +99,18 @@ def get_sink(name: str, context: SinkContext) -> Sink:
         return sink
 
 
+SECRET_OPTION_WORDS = ("token", "secret", "key", "password", "auth")
+
+
 def mask(parts: SplitResult) -> str:
-    """The URL with any password or user token replaced, safe for logs and pages."""
+    """The URL with credentials and secret-looking options replaced, safe for logs and pages."""
     netloc = parts.hostname or ""
     if parts.port:
         netloc += f":{parts.port}"
     if parts.username or parts.password:
         netloc = "****@" + netloc
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+    options = [
+        f"{key}=****" if any(word in key.lower() for word in SECRET_OPTION_WORDS) else f"{key}={value}"
+        for key, value in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return f"{parts.scheme}://{netloc}{parts.path}" + ("?" + "&".join(options) if options else "")
