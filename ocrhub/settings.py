@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     tile_size: Annotated[int, Field(ge=256)] = Field(default=1600, description="Long side of one OCR tile, in pixels.")
     tile_overlap: Annotated[int, Field(ge=16)] = Field(default=200, description="Overlap between tiles; must exceed the tallest text line.")
 
-    job_timeout: Annotated[int, Field(gt=0)] = 600
+    job_timeout: Annotated[int, Field(gt=0)] = Field(default=180, description="Seconds one job may run; also how soon a job of a killed worker is retried.")
     retry_intervals: Annotated[list[int], NoDecode] = Field(default=[5, 30, 120, 600, 1800], description="Seconds between retries of a transient failure, comma-separated.")
     blob_ttl: Annotated[int, Field(gt=0)] = Field(default=7 * 24 * 3600, description="How long image bytes stay in Redis for retries.")
     cache_ttl: Annotated[int, Field(gt=0)] = Field(default=30 * 24 * 3600, description="How long a result is reused for the same image bytes.")
