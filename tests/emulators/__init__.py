@@ -1,0 +1,1 @@
+"""HTTP emulators of outside services, started by tests on 127.0.0.1."""
