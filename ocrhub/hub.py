@@ -51,6 +51,12 @@ class Hub:
         signal.signal(signal.SIGTERM, self._request_stop)
         try:
             redis_url = self._start_redis()
+            problems = self._check_sinks(redis_url)
+            if problems:
+                for problem in problems:
+                    log.error("%s", problem)
+                log.error("not starting: fix the sink configuration above (see `ocrhub settings`)")
+                return 2
             env = {**os.environ, "OCRHUB_REDIS_URL": redis_url}
             api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
             python = sys.executable
@@ -77,6 +83,13 @@ class Hub:
         self.redis = EmbeddedRedis(self.settings.data_dir / "redis").start()
         log.info("embedded redis-server on %s, data in %s", self.redis.url, self.redis.folder)
         return self.redis.url
+
+    def _check_sinks(self, redis_url: str) -> list[str]:
+        import redis
+
+        from sinks.base import SinkContext, check_sinks
+
+        return check_sinks(SinkContext(self.settings, redis.Redis.from_url(redis_url)))
 
     def _supervise(self, env: dict[str, str]) -> None:
         now = time.monotonic()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import threading
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
@@ -13,6 +14,8 @@ import redis
 from ocr_core.errors import PermanentError, TransientError
 from ocr_core.job import OcrResult
 from ocrhub.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class SinkError(TransientError):
@@ -114,3 +117,24 @@ def mask(parts: SplitResult) -> str:
         for key, value in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return f"{parts.scheme}://{netloc}{parts.path}" + ("?" + "&".join(options) if options else "")
+
+
+def routed_sink_names(settings: Settings) -> list[str]:
+    """Every sink a result may be sent to: the configured ones and those named in routes."""
+    names = dict.fromkeys(settings.sinks)
+    for sinks in settings.routes.values():
+        names.update(dict.fromkeys(sinks))
+    return list(names)
+
+
+def check_sinks(context: SinkContext) -> list[str]:
+    """Problems an admin must fix before any job fails, one line per sink; transient trouble is not one."""
+    problems = []
+    for name in routed_sink_names(context.settings):
+        try:
+            get_sink(name, context).check()
+        except PermanentError as exc:
+            problems.append(f"sink {name!r}: {exc}")
+        except TransientError as exc:
+            log.warning("sink %r could not be checked now (%s); deliveries will retry", name, exc)
+    return problems

@@ -107,3 +107,29 @@ def test_submit_without_a_running_hub_says_how_to_start_one(tmp_path, hub_env):
     result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=hub_env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "ocrhub up" in result.stderr and "OCRHUB_REDIS_URL" in result.stderr
+
+
+def test_up_refuses_to_start_on_a_broken_sink_with_one_clear_error_each(tmp_path):
+    from tests.emulators.notion import NotionEmulator
+
+    with NotionEmulator() as notion:
+        hidden, _ = notion.workspace.add_database(shared=False)
+        props = {"Name": "title", "Text": "rich_text", "Chat": "rich_text", "Sender": "rich_text", "Time": "date",
+                 "Image": "files", "Source": "url", "Engine": "rich_text"}  # no "Message ID"
+        partial, _ = notion.workspace.add_database(properties=props)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+        env.update({
+            "OCRHUB_DATA_DIR": str(tmp_path / "data"),
+            "OCRHUB_API_PORT": str(free_port()),
+            "OCRHUB_SINKS": json.dumps({"hidden": notion.sink_url(hidden), "partial": notion.sink_url(partial)}),
+            "OCRHUB_ROUTES": json.dumps({"feishu:*": ["feishu-reply", "local", "hidden", "partial"]}),
+        })
+        result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len([e for e in errors if "sink 'hidden'" in e]) == 1
+    assert len([e for e in errors if "sink 'partial'" in e]) == 1
+    assert "shar" in next(e for e in errors if "sink 'hidden'" in e)
+    assert "Message ID" in result.stderr.split("sink 'partial'")[1].split(" ERROR ")[0]  # the message goes on below
+    assert notion.token not in result.stderr
+    assert not (tmp_path / "data" / "hub.json").exists()
