@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 Point = tuple[float, float]
@@ -34,7 +34,9 @@ class ImageJob:
         return hashlib.sha256(raw.encode()).hexdigest()[:32]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Every field is a plain value: a shallow copy, not asdict's recursive deep copy, which cost
+        # a webhook a tenth of its time per event.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         data["routes"] = list(self.routes)
         return data
 

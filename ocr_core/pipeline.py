@@ -11,7 +11,7 @@ from rq import get_current_job
 
 from ocr_core import queue, reader, sources, store
 from ocr_core.engines import get_engine
-from ocr_core.errors import ImageError
+from ocr_core.errors import ImageError, PermanentError
 from ocr_core.job import ImageJob, OcrResult
 from ocr_core.routes import sinks_for
 from ocrhub.settings import Settings, get_settings
@@ -44,17 +44,24 @@ class Outcome:
 def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
     started = time.perf_counter()
     data = store.load_image(conn, job)
+    error = ""
     if data is None:
-        data = sources.fetch(job, conn)
-        store.save_image(conn, job.job_id, data, settings.blob_ttl)
+        try:
+            data = sources.fetch(job, conn)
+        except PermanentError as exc:
+            # The platform will never hand over these bytes: sinks hear why, as for an unreadable image.
+            data, error = b"", str(exc)
+        else:
+            store.save_image(conn, job.job_id, data, settings.blob_ttl)
     fetched = time.perf_counter()
 
     digest = store.sha256(data)
     engine_name = settings.ocr_engine
-    cached = store.cached_reading(conn, engine_name, digest)
-    error = ""
+    cached = None if error else store.cached_reading(conn, engine_name, digest)
     timings = {"fetch": fetched - started}
-    if cached is not None:
+    if error:
+        lines, width, height = (), 0, 0
+    elif cached is not None:
         lines, width, height = cached
     else:
         try:

@@ -28,9 +28,14 @@ def delivery_queue(conn: redis.Redis, settings: Settings) -> Queue:
     return Queue(f"{settings.queue_name}-deliver", connection=conn, serializer=JSONSerializer)
 
 
+def intake_queue(conn: redis.Redis, settings: Settings) -> Queue:
+    """Cheap bookkeeping jobs (turning a webhook batch into image jobs) that must not wait behind OCR."""
+    return Queue(f"{settings.queue_name}-intake", connection=conn, serializer=JSONSerializer)
+
+
 def all_queues(conn: redis.Redis, settings: Settings) -> list[Queue]:
-    """Delivery first: a finished reading reaches the chat before the next image is read."""
-    return [delivery_queue(conn, settings), ocr_queue(conn, settings)]
+    """Intake, then delivery, then reading: a chat waits for work in flight before new work starts."""
+    return [intake_queue(conn, settings), delivery_queue(conn, settings), ocr_queue(conn, settings)]
 
 
 def retry_policy(settings: Settings) -> Retry | None:

@@ -1,0 +1,142 @@
+"""The Feishu apps one hub serves, keyed by bot_id: "default" from OCRHUB_FEISHU_*, more from OCRHUB_FEISHU_BOTS."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from ocr_core.errors import PermanentError
+from ocrhub.settings import Settings
+
+DEFAULT_BOT = "default"
+BOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+GROUP_POLICIES = ("all", "mention")
+
+
+class BotConfigError(PermanentError, ValueError):
+    """A bot cannot work as configured; the message names the setting to fix. Never retried."""
+
+
+@dataclass(frozen=True)
+class FeishuBot:
+    """One Feishu app. Secrets are kept out of repr so a logged bot never shows them."""
+
+    bot_id: str
+    app_id: str
+    app_secret: str = field(repr=False)
+    encrypt_key: str = field(default="", repr=False)
+    verification_token: str = field(default="", repr=False)
+    domain: str = "https://open.feishu.cn"
+    group_policy: str = "all"
+    open_id: str = ""
+    allow_unverified: bool = False
+    reply_in_thread: bool = False
+
+    @property
+    def setting(self) -> str:
+        """Where a person configures this bot, for error messages."""
+        return "OCRHUB_FEISHU_*" if self.bot_id == DEFAULT_BOT else f"OCRHUB_FEISHU_BOTS[{self.bot_id!r}]"
+
+    @property
+    def webhook_path(self) -> str:
+        return "/feishu/events" if self.bot_id == DEFAULT_BOT else f"/feishu/{self.bot_id}/events"
+
+    @property
+    def verifies_requests(self) -> bool:
+        return bool(self.encrypt_key or self.verification_token)
+
+    def check_webhook(self) -> None:
+        """Refuse to serve a webhook that anyone could post jobs to, unless the admin said so."""
+        if not self.verifies_requests and not self.allow_unverified:
+            raise BotConfigError(
+                f"Feishu bot {self.bot_id!r} has neither an Encrypt Key nor a Verification Token, so its webhook "
+                f"would accept events from anyone: copy them from the app's 'Events & Callbacks' page into "
+                f"{self.setting} (encrypt_key / verification_token), or set OCRHUB_FEISHU_ALLOW_UNVERIFIED=true "
+                f"if something in front of the hub already authenticates Feishu"
+            )
+
+
+def _check_domain(domain: str, where: str) -> str:
+    parts = urlsplit(domain)
+    local = (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+    if parts.scheme not in ("https", "http") or (parts.scheme == "http" and not local) or not parts.hostname:
+        raise BotConfigError(f"{where}: {domain!r} is not an https:// origin (http:// only for localhost)")
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
+        raise BotConfigError(f"{where}: {domain!r} must be an origin only, like https://open.feishu.cn")
+    return domain.rstrip("/")
+
+
+def _bot(bot_id: str, *, app_id: str, app_secret: str, encrypt_key: str, verification_token: str,
+         domain: str, group_policy: str, open_id: str, allow_unverified: bool, reply_in_thread: bool) -> FeishuBot:
+    bot = FeishuBot(
+        bot_id=bot_id,
+        app_id=app_id.strip(),
+        app_secret=app_secret.strip(),
+        encrypt_key=encrypt_key.strip(),
+        verification_token=verification_token.strip(),
+        domain=_check_domain(domain, f"Feishu bot {bot_id!r} domain"),
+        group_policy=group_policy,
+        open_id=open_id.strip(),
+        allow_unverified=allow_unverified,
+        reply_in_thread=reply_in_thread,
+    )
+    if not bot.app_id or not bot.app_secret:
+        raise BotConfigError(f"Feishu bot {bot_id!r} needs both an App ID and an App Secret ({bot.setting})")
+    if bot.group_policy not in GROUP_POLICIES:
+        raise BotConfigError(f"Feishu bot {bot_id!r}: group policy {bot.group_policy!r} is not one of {GROUP_POLICIES}")
+    if bot.group_policy == "mention" and not bot.open_id:
+        raise BotConfigError(
+            f"Feishu bot {bot_id!r} reads only messages that @ it, so it needs its own open_id (ou_…) to recognise "
+            f"the mention: set {'OCRHUB_FEISHU_BOT_OPEN_ID' if bot_id == DEFAULT_BOT else 'bot_open_id in ' + bot.setting}"
+        )
+    return bot
+
+
+def load_bots(settings: Settings) -> dict[str, FeishuBot]:
+    """Every configured bot; an empty dict when Feishu is not set up at all."""
+    bots: dict[str, FeishuBot] = {}
+    if settings.feishu_app_id or settings.feishu_app_secret.get_secret_value():
+        bots[DEFAULT_BOT] = _bot(
+            DEFAULT_BOT,
+            app_id=settings.feishu_app_id,
+            app_secret=settings.feishu_app_secret.get_secret_value(),
+            encrypt_key=settings.feishu_encrypt_key.get_secret_value(),
+            verification_token=settings.feishu_verification_token.get_secret_value(),
+            domain=settings.feishu_domain,
+            group_policy=settings.feishu_group_policy,
+            open_id=settings.feishu_bot_open_id,
+            allow_unverified=settings.feishu_allow_unverified,
+            reply_in_thread=settings.feishu_reply_in_thread,
+        )
+    for bot_id, extra in settings.feishu_bots.items():
+        if not BOT_ID.match(bot_id) or bot_id == DEFAULT_BOT:
+            raise BotConfigError(
+                f"OCRHUB_FEISHU_BOTS: {bot_id!r} is not a usable bot id (letters, digits, '-' and '_'; "
+                f"{DEFAULT_BOT!r} is the bot configured by OCRHUB_FEISHU_*)"
+            )
+        bots[bot_id] = _bot(
+            bot_id,
+            app_id=extra.app_id,
+            app_secret=extra.app_secret.get_secret_value(),
+            encrypt_key=extra.encrypt_key.get_secret_value(),
+            verification_token=extra.verification_token.get_secret_value(),
+            domain=extra.domain or settings.feishu_domain,
+            group_policy=extra.group_policy or settings.feishu_group_policy,
+            open_id=extra.bot_open_id,
+            allow_unverified=extra.allow_unverified or settings.feishu_allow_unverified,
+            reply_in_thread=settings.feishu_reply_in_thread if extra.reply_in_thread is None else extra.reply_in_thread,
+        )
+    return bots
+
+
+def get_bot(settings: Settings, bot_id: str) -> FeishuBot:
+    bots = load_bots(settings)
+    bot = bots.get(bot_id)
+    if bot is None:
+        known = ", ".join(sorted(bots)) or "none"
+        raise BotConfigError(
+            f"no Feishu bot {bot_id!r} is configured (known: {known}); set OCRHUB_FEISHU_APP_ID/APP_SECRET "
+            f"for the default bot or add it to OCRHUB_FEISHU_BOTS"
+        )
+    return bot

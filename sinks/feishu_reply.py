@@ -1,0 +1,172 @@
+"""`feishu-reply://`: answer the Feishu message an image came in with the text read from it.
+
+Options: `feishu-reply://?thread=1` replies in a thread under the image (`thread=0` forces a plain
+reply; unset follows OCRHUB_FEISHU_REPLY_IN_THREAD or the bot's reply_in_thread).
+
+Exactly once: every part carries a uuid derived from the job, so Feishu itself drops a repeat
+within an hour, and each posted part is remembered in Redis so a retry days later skips it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import ClassVar
+from urllib.parse import SplitResult, parse_qs
+
+from bots.feishu.bots import get_bot, load_bots
+from bots.feishu.ratelimit import ChatRateLimiter, RateLimitTimeout
+from ocr_core.errors import TransientError
+from ocr_core.job import OcrResult
+from sinks.base import SinkConfigError, SinkContext, SinkError
+
+# Feishu caps a text message's request body at 150 KB; keep clear of it.
+BODY_LIMIT = 150 * 1024 - 2048
+# Per chat, across every worker (Feishu: 5 QPS per group). The window is a little over a second
+# because a slot is taken in Redis a few milliseconds before Feishu counts the request.
+CHAT_RATE = 5
+CHAT_WINDOW = 1.2
+MAX_REASON = 300
+PREFIX = "ocrhub:feishu:replied"
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class FeishuReplySink:
+    scheme: ClassVar[str] = "feishu-reply"
+    needs_image: ClassVar[bool] = False
+
+    def __init__(self, context: SinkContext, thread: bool | None = None) -> None:
+        self.context = context
+        self.thread = thread
+        self.limiter = ChatRateLimiter(context.conn, limit=CHAT_RATE, window=CHAT_WINDOW)
+
+    @classmethod
+    def from_url(cls, url: SplitResult, context: SinkContext) -> FeishuReplySink:
+        if url.netloc or url.path not in ("", "/"):
+            raise SinkConfigError(f"feishu-reply takes no host or path, only options: feishu-reply://?thread=1 (got {url.geturl()!r})")
+        options = parse_qs(url.query, keep_blank_values=True)
+        unknown = sorted(set(options) - {"thread"})
+        if unknown:
+            raise SinkConfigError(f"feishu-reply: unknown option(s) {', '.join(unknown)} (known: thread)")
+        thread = None
+        if "thread" in options:
+            value = options["thread"][-1].lower()
+            if value not in TRUE + FALSE:
+                raise SinkConfigError(f"feishu-reply: thread={value!r} is not one of {', '.join(TRUE + FALSE)}")
+            thread = value in TRUE
+        return cls(context, thread)
+
+    def check(self) -> None:
+        if not load_bots(self.context.settings):
+            raise SinkConfigError(
+                "feishu-reply needs a Feishu bot: set OCRHUB_FEISHU_APP_ID and OCRHUB_FEISHU_APP_SECRET "
+                "(or OCRHUB_FEISHU_BOTS), see docs/feishu.md"
+            )
+
+    def deliver(self, result: OcrResult, image: bytes | None) -> str:
+        # Imported here: lark-oapi takes seconds to import, and only processes that reply need it.
+        from bots.feishu.api import api_for
+
+        job = result.job
+        if job.platform != "feishu":
+            raise SinkConfigError(f"feishu-reply can only answer Feishu messages, not a {job.platform!r} job ({job.job_id}); fix the route")
+        conn, settings = self.context.conn, self.context.settings
+        bot = get_bot(settings, job.bot_id)
+        api = api_for(bot, conn)
+        in_thread = bot.reply_in_thread if self.thread is None else self.thread
+        parts = list(reply_parts(result))
+        posted = []
+        for index, text in enumerate(parts):
+            marker = f"{PREFIX}:{job.job_id}:{index}"
+            done = conn.get(marker)
+            if done is not None:
+                posted.append(done.decode())
+                continue
+            try:
+                message_id = api.reply(
+                    job.message_id,
+                    "text",
+                    text_content(text),
+                    uuid=reply_uuid(job.job_id, index),
+                    in_thread=in_thread,
+                    pace=lambda: self.limiter.acquire(f"{bot.bot_id}:{job.chat_id}"),
+                )
+            except RateLimitTimeout as exc:
+                raise SinkError(f"Feishu chat {job.chat_id} is busy: {exc}") from exc
+            except TransientError as exc:
+                raise SinkError(str(exc)) from exc
+            conn.set(marker, message_id or "-", ex=settings.blob_ttl)
+            posted.append(message_id)
+        return f"feishu reply to {job.message_id} in chat {job.chat_id}: {', '.join(posted)}"
+
+    def url(self, privacy: bool = True) -> str:
+        return "feishu-reply://" if self.thread is None else f"feishu-reply://?thread={int(self.thread)}"
+
+
+def reply_uuid(job_id: str, part: int) -> str:
+    """Stable for a job's part across retries and workers; Feishu allows 50 characters."""
+    return f"{job_id}-{part}"
+
+
+def text_content(text: str) -> str:
+    return json.dumps({"text": text}, ensure_ascii=False)
+
+
+def reply_parts(result: OcrResult) -> Iterator[str]:
+    job = result.job
+    # A post yields one reply per image: say which one.
+    label = f"Image {job.index + 1}:\n" if job.index or job.context else ""
+    if result.error:
+        reason = " ".join(result.error.split())
+        if len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 1] + "…"
+        yield f"{label}Could not read this image: {reason}"
+        return
+    if not result.text.strip():
+        yield f"{label}No text found in this image."
+        return
+    chunks = split_text(result.text, BODY_LIMIT - wire_size(label) - wire_size("(99/99)\n"))
+    for number, chunk in enumerate(chunks, 1):
+        counter = f"({number}/{len(chunks)})\n" if len(chunks) > 1 else ""
+        yield f"{label}{counter}{chunk}"
+
+
+def wire_size(text: str) -> int:
+    """Bytes `text` adds to the request body: escaped once inside `content`, and again in the body JSON."""
+    inner = json.dumps(text, ensure_ascii=False)[1:-1]
+    return len(json.dumps(inner, ensure_ascii=False).encode()) - 2
+
+
+def split_text(text: str, budget: int) -> list[str]:
+    """Pieces of at most `budget` wire bytes each, cut at line ends where possible."""
+    pieces: list[str] = []
+    current: list[str] = []
+    used = 0
+    for line in text.split("\n"):
+        cost = wire_size(line + "\n")
+        if cost > budget:
+            if current:
+                pieces.append("\n".join(current))
+                current, used = [], 0
+            pieces.extend(_split_long(line, budget))
+            continue
+        if used + cost > budget:
+            pieces.append("\n".join(current))
+            current, used = [], 0
+        current.append(line)
+        used += cost
+    if current:
+        pieces.append("\n".join(current))
+    return [p for p in pieces if p.strip()]
+
+
+def _split_long(line: str, budget: int) -> list[str]:
+    pieces, start, used = [], 0, 0
+    for index, char in enumerate(line):
+        cost = wire_size(char)
+        if used + cost > budget:
+            pieces.append(line[start:index])
+            start, used = index, 0
+        used += cost
+    pieces.append(line[start:])
+    return pieces

@@ -1,0 +1,189 @@
+"""The feishu-reply sink against the Feishu emulator: exactly one reply per part, limits, reasons, options."""
+
+from __future__ import annotations
+
+import json
+import threading
+from urllib.parse import urlsplit
+
+import pytest
+
+from ocr_core.errors import PermanentError
+from ocr_core.job import ImageJob, Line, OcrResult
+from sinks.base import SinkConfigError, SinkContext, SinkError, sink_from_url
+from sinks.feishu_reply import BODY_LIMIT, FeishuReplySink, reply_parts, split_text, wire_size
+from tests.bots.feishu.fixtures import app, events, feishu, feishu_settings  # noqa: F401 - fixtures
+from tests.emulators.feishu import chat_id
+
+
+def result_for(payload: dict, text: str = "hello world", *, error: str = "", index: int = 0, context: str = "") -> OcrResult:
+    message = payload["event"]["message"]
+    content = json.loads(message["content"])
+    key = content.get("image_key") or [e["image_key"] for p in content["content"] for e in p if e["tag"] == "img"][index]
+    job = ImageJob("feishu", "default", message["chat_id"], message["message_id"], key, index=index, context=context)
+    lines = tuple(Line(t, ((0, 0), (1, 0), (1, 1), (0, 1)), 1.0) for t in text.split("\n") if t)
+    return OcrResult(job=job, text=text, lines=lines, engine="test", image_sha256="0" * 64, error=error)
+
+
+@pytest.fixture
+def sink(feishu_settings, conn) -> FeishuReplySink:  # noqa: ANN001
+    return FeishuReplySink.from_url(urlsplit("feishu-reply://"), SinkContext(feishu_settings, conn))
+
+
+@pytest.mark.parametrize(
+    "url, thread, shown",
+    [
+        ("feishu-reply://", None, "feishu-reply://"),
+        ("feishu-reply://?thread=1", True, "feishu-reply://?thread=1"),
+        ("feishu-reply://?thread=true", True, "feishu-reply://?thread=1"),
+        ("feishu-reply://?thread=0", False, "feishu-reply://?thread=0"),
+        ("feishu-reply:///?thread=no", False, "feishu-reply://?thread=0"),
+    ],
+)
+def test_urls(url, thread, shown, settings, conn):
+    sink = sink_from_url(url, SinkContext(settings, conn))
+    assert isinstance(sink, FeishuReplySink)
+    assert sink.thread is thread and sink.url() == shown
+
+
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("feishu-reply://somehost", "no host or path"),
+        ("feishu-reply:///a/path", "no host or path"),
+        ("feishu-reply://?threads=1", "unknown option(s) threads"),
+        ("feishu-reply://?thread=maybe", "thread='maybe'"),
+    ],
+)
+def test_bad_urls_say_what_is_wrong(url, problem, settings, conn):
+    with pytest.raises(SinkConfigError) as error:
+        sink_from_url(url, SinkContext(settings, conn))
+    assert problem in str(error.value)
+
+
+def test_check_needs_a_bot(settings, conn):
+    with pytest.raises(SinkConfigError, match="OCRHUB_FEISHU_APP_ID"):
+        sink_from_url("feishu-reply://", SinkContext(settings, conn)).check()
+
+
+def test_reply_with_the_text(sink, events, feishu):
+    payload = events.image(chat_id(), b"png")
+    where = sink.deliver(result_for(payload, "Total: 42.00\nThank you"), None)
+    [reply] = feishu.all_replies()
+    assert reply.parent_id == payload["event"]["message"]["message_id"]
+    assert reply.msg_type == "text" and reply.text == "Total: 42.00\nThank you"
+    assert reply.in_thread is False and reply.message_id in where
+
+
+def test_a_retried_delivery_never_posts_twice(sink, events, feishu, conn):
+    result = result_for(events.image(chat_id(), b"png"))
+    sink.deliver(result, None)
+    sink.deliver(result, None)
+    assert len(feishu.all_replies()) == 1
+    # Even with Redis's memory of it gone, Feishu drops the repeat by its uuid.
+    for key in conn.keys("ocrhub:feishu:replied:*"):
+        conn.delete(key)
+    sink.deliver(result, None)
+    assert len(feishu.all_replies()) == 1 and feishu.count("reply_deduplicated") == 1
+    assert feishu.all_replies()[0].uuid.startswith(result.job.job_id) and len(feishu.all_replies()[0].uuid) <= 50
+
+
+def test_unreadable_image_gets_a_short_reason(sink, events, feishu):
+    error = "not an image: the bytes are a ZIP archive " + "x" * 1000
+    sink.deliver(result_for(events.image(chat_id(), b"png"), "", error=error), None)
+    [reply] = feishu.all_replies()
+    assert reply.text.startswith("Could not read this image: not an image: the bytes are a ZIP archive")
+    assert len(reply.text) < 400
+
+
+def test_no_text_says_so(sink, events, feishu):
+    sink.deliver(result_for(events.image(chat_id(), b"png"), ""), None)
+    assert feishu.all_replies()[0].text == "No text found in this image."
+
+
+def test_images_of_a_post_are_labelled(sink, events, feishu):
+    payload = events.post(chat_id(), ["two receipts", b"a", b"b"])
+    sink.deliver(result_for(payload, "first", index=0, context="two receipts"), None)
+    sink.deliver(result_for(payload, "second", index=1, context="two receipts"), None)
+    assert [r.text for r in feishu.all_replies()] == ["Image 1:\nfirst", "Image 2:\nsecond"]
+
+
+def test_reply_in_thread_by_url_or_setting(feishu_settings, conn, events, feishu, set_env):
+    threaded = FeishuReplySink.from_url(urlsplit("feishu-reply://?thread=1"), SinkContext(feishu_settings, conn))
+    threaded.deliver(result_for(events.image(chat_id(), b"png")), None)
+    by_setting = FeishuReplySink.from_url(urlsplit("feishu-reply://"), SinkContext(set_env(feishu_reply_in_thread="true"), conn))
+    by_setting.deliver(result_for(events.image(chat_id(), b"png")), None)
+    assert [r.in_thread for r in feishu.all_replies()] == [True, True]
+
+
+def test_long_text_is_split_under_feishus_limit(sink, events, feishu):
+    lines = [f"line {i:05d} 中文字符 \"quoted\" \\ back" for i in range(9000)]
+    text = "\n".join(lines)
+    sink.deliver(result_for(events.image(chat_id(), b"png"), text), None)
+    replies = feishu.all_replies()
+    assert len(replies) >= 3
+    assert all(r.body_bytes <= 150 * 1024 for r in replies)
+    assert replies[0].text.startswith(f"(1/{len(replies)})\n")
+    rebuilt = "\n".join(r.text.split("\n", 1)[1] for r in replies)
+    assert rebuilt == text
+
+
+def test_split_text_cuts_an_endless_line():
+    pieces = split_text("x" * 1000, 300)
+    assert "".join(pieces) == "x" * 1000 and all(wire_size(p) <= 300 for p in pieces)
+
+
+def test_reply_parts_fit_the_budget():
+    job = ImageJob("feishu", "default", "oc", "om", "img")
+    result = OcrResult(job=job, text="字" * 200_000, lines=(), engine="t", image_sha256="")
+    parts = list(reply_parts(result))
+    assert all(wire_size(p) <= BODY_LIMIT for p in parts) and len(parts) > 1
+
+
+def test_rate_limited_reply_is_retried_after_the_reset(sink, events, feishu):
+    feishu.throttle("reply", 1)
+    sink.deliver(result_for(events.image(chat_id(), b"png")), None)
+    assert len(feishu.all_replies()) == 1 and feishu.count("rate_limited_reply") == 1
+
+
+def test_a_long_rate_limit_becomes_a_retryable_sink_error(sink, events, feishu):
+    feishu.reset_after = 3600
+    feishu.throttle("reply", 1)
+    with pytest.raises(SinkError, match="rate limit"):
+        sink.deliver(result_for(events.image(chat_id(), b"png")), None)
+
+
+def test_at_most_five_messages_a_second_per_chat_across_workers(feishu_settings, conn, events, feishu, redis_server):
+    import redis
+
+    chat = chat_id()
+    results = [result_for(events.image(chat, b"png"), f"text {i}") for i in range(12)]
+
+    def worker(part: list[OcrResult]) -> None:
+        # Each thread its own Redis connection and sink, as separate worker processes have.
+        own = FeishuReplySink(SinkContext(feishu_settings, redis.Redis.from_url(redis_server.url)))
+        for result in part:
+            own.deliver(result, None)
+
+    threads = [threading.Thread(target=worker, args=(results[i::3],)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    replies = feishu.all_replies()
+    assert len(replies) == 12 and feishu.count("rate_limited_reply") == 0
+    times = sorted(r.at for r in replies)
+    assert all(times[i + 5] - times[i] >= 0.9 for i in range(len(times) - 5))
+
+
+def test_only_feishu_jobs(sink):
+    job = ImageJob("upload", "cli", "cli", "m", "k")
+    with pytest.raises(SinkConfigError, match="only answer Feishu messages"):
+        sink.deliver(OcrResult(job=job, text="x", lines=(), engine="t", image_sha256=""), None)
+
+
+def test_a_recalled_message_is_permanent(sink, feishu):
+    job = ImageJob("feishu", "default", "oc_x", "om_gone", "img")
+    with pytest.raises(PermanentError):
+        sink.deliver(OcrResult(job=job, text="x", lines=(), engine="t", image_sha256=""), None)
+    assert feishu.all_replies() == []
