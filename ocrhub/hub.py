@@ -10,8 +10,11 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import redis
+
 from ocrhub import runtime
 from ocrhub.redis_server import EmbeddedRedis
+from ocrhub.worker import reap, reap_stale
 from ocrhub.settings import Settings
 
 log = logging.getLogger("ocrhub.hub")
@@ -24,6 +27,7 @@ RESTART_BACKOFF = (1, 2, 5, 10, 30)
 class Child:
     name: str
     args: list[str]
+    worker_name: str = ""  # RQ's name for it, when the child is a worker
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     next_start: float = 0.0
@@ -61,8 +65,11 @@ class Hub:
             api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
             python = sys.executable
             self.children.append(Child("api", [python, "-m", "ocrhub.cli", "serve"]))
+            self.conn = redis.Redis.from_url(redis_url)
+            reap_stale(self.conn, self.settings)
             for i in range(self.settings.worker_count):
-                self.children.append(Child(f"worker-{i + 1}", [python, "-m", "ocrhub.cli", "worker", "--name", f"ocrhub-{os.getpid()}-{i + 1}"]))
+                name = f"ocrhub-{os.getpid()}-{i + 1}"
+                self.children.append(Child(f"worker-{i + 1}", [python, "-m", "ocrhub.cli", "worker", "--name", name], worker_name=name))
             for child in self.children:
                 child.start(env)
             runtime.publish(self.settings, redis_url, api_url)
@@ -85,8 +92,6 @@ class Hub:
         return self.redis.url
 
     def _check_sinks(self, redis_url: str) -> list[str]:
-        import redis
-
         from sinks.base import SinkContext, check_sinks
 
         return check_sinks(SinkContext(self.settings, redis.Redis.from_url(redis_url)))
@@ -102,6 +107,9 @@ class Hub:
                     child.restarts = 0
                 delay = RESTART_BACKOFF[min(child.restarts, len(RESTART_BACKOFF) - 1)]
                 log.warning("%s exited with code %s; restarting in %d s", child.name, code, delay)
+                _stop_orphans(child.process.pid)
+                if child.worker_name:
+                    reap(self.conn, self.settings, child.worker_name)
                 child.next_start = now + delay
                 child.restarts += 1
             if now >= child.next_start:
@@ -136,6 +144,14 @@ class Hub:
         if self.redis is not None:
             self.redis.stop()
         log.info("ocrhub stopped")
+
+
+def _stop_orphans(pgid: int) -> None:
+    """A worker's own children (RQ's scheduler) outlive a killed worker; its process group does not."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
 
 
 def _redact(url: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import socket
 
 import redis
 from PIL import Image
@@ -14,6 +15,7 @@ from ocr_core.engines import get_engine
 from ocr_core.errors import PermanentError
 from ocr_core.queue import DELIVER, all_queues
 from ocr_core.sources import FETCHERS
+from ocrhub.redis_server import pid_alive
 from ocrhub.settings import Settings
 from sinks.base import SCHEMES
 
@@ -56,3 +58,39 @@ def run_worker(conn: redis.Redis, settings: Settings, *, burst: bool = False, na
     warm_up(settings)
     worker = build_worker(conn, settings, name)
     return worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+
+
+def reap(conn: redis.Redis, settings: Settings, worker_name: str) -> list[str]:
+    """After a worker died without saying so (SIGKILL, OOM): retry its jobs now, free its name.
+
+    RQ would find the jobs only once their timeout had passed; the supervisor knows at once.
+    Returns the ids of the jobs handed back to their queues (or to the failed registry when
+    no retries were left).
+    """
+    reaped = []
+    for queue in all_queues(conn, settings):
+        registry = queue.started_job_registry
+        for entry in conn.zrange(registry.key, 0, -1):
+            job_id = registry.parse_job_id(entry.decode())
+            job = queue.fetch_job(job_id)
+            if job is not None and job.worker_name == worker_name and job.get_status() == "started":
+                conn.zadd(registry.key, {entry: 0}, xx=True)  # expired now: cleanup() retries it
+                reaped.append(job_id)
+        if reaped:
+            registry.cleanup(exception_handlers=[stop_retrying_permanent_errors])
+    dead = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + worker_name, connection=conn)
+    if dead is not None:
+        dead.register_death()
+    if reaped:
+        log.warning("worker %s died; its jobs go back to the queue: %s", worker_name, ", ".join(reaped))
+    return reaped
+
+
+def reap_stale(conn: redis.Redis, settings: Settings) -> list[str]:
+    """Workers of this machine that RQ still lists but whose process is gone (a hub killed outright)."""
+    reaped = []
+    for worker in SimpleWorker.all(connection=conn):
+        if worker.hostname == socket.gethostname() and worker.pid and not pid_alive(worker.pid):
+            reaped += reap(conn, settings, worker.name)
+    return reaped
+

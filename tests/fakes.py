@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import redis
 from PIL import Image
@@ -35,3 +36,18 @@ def flaky_fetch(job: ImageJob, conn: redis.Redis) -> bytes:
     if calls <= failures:
         raise TransientError(f"platform briefly unavailable (attempt {calls})")
     return conn.get("test:image") or b""
+
+
+HOLD_KEY = "test:hold"
+
+
+class HoldingEngine(CountingEngine):
+    """Counts its calls, then waits while test:hold exists: a job a test can catch in flight."""
+
+    name = "holding"
+
+    def recognise(self, image: Image.Image) -> list[Line]:
+        lines = super().recognise(image)
+        while self.conn.exists(HOLD_KEY):
+            time.sleep(0.05)
+        return lines

@@ -133,3 +133,59 @@ def test_up_refuses_to_start_on_a_broken_sink_with_one_clear_error_each(tmp_path
     assert "Message ID" in result.stderr.split("sink 'partial'")[1].split(" ERROR ")[0]  # the message goes on below
     assert notion.token not in result.stderr
     assert not (tmp_path / "data" / "hub.json").exists()
+
+
+def test_a_killed_worker_is_replaced_and_its_job_read_again_at_once(tmp_path):
+    from rq import Worker
+
+    from ocr_core.queue import submit_bytes
+    from ocr_core.status import job_state
+    from ocrhub.settings import load_settings
+    from sinks.local import LocalStore
+    from tests import fakes
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+    env.update({
+        "OCRHUB_DATA_DIR": str(tmp_path / "data"),
+        "OCRHUB_API_PORT": str(port),
+        "OCRHUB_WORKERS": "1",
+        "OCRHUB_OCR_ENGINE": "tests.fakes:HoldingEngine",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    })
+    hub = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", hub)
+        redis_url = json.loads((tmp_path / "data" / "hub.json").read_text())["redis_url"]
+        conn = redis.Redis.from_url(redis_url)
+        deadline = time.monotonic() + 60
+        while not Worker.all(connection=conn):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        [worker] = Worker.all(connection=conn)
+        conn.set(fakes.HOLD_KEY, 1)
+        settings = load_settings(data_dir=tmp_path / "data", redis_url=redis_url)
+        job = submit_bytes(conn, encode(text_image(["held"]), "PNG"), settings, source="test")
+        # In the worker's hands and inside the engine (the first call was the worker's warm-up).
+        while job_state(conn, job.job_id).status != "started" or int(conn.get(fakes.COUNTER_KEY) or 0) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+        os.kill(worker.pid, signal.SIGKILL)
+        conn.delete(fakes.HOLD_KEY)
+        deadline = time.monotonic() + 60  # far below the 180 s job timeout RQ alone would wait for
+        while job_state(conn, job.job_id).status != "finished":
+            assert time.monotonic() < deadline, job_state(conn, job.job_id)
+            time.sleep(0.1)
+        assert int(conn.get(fakes.COUNTER_KEY)) == 4  # each worker's warm-up, the killed reading, the reading that finished
+        assert [w.pid for w in Worker.all(connection=conn)] != [worker.pid]
+        deadline = time.monotonic() + 30
+        while LocalStore(tmp_path / "data" / "results.sqlite3").count() != 1:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    except AssertionError:
+        print(stop(hub))
+        raise
+    out = stop(hub)
+    assert hub.returncode == 0, out
+    assert "jobs go back to the queue" in out
