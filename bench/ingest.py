@@ -185,10 +185,10 @@ async def fixed_rate(port: int, requests: list[bytes], seconds: float, rate: flo
 def images_queued(conn) -> tuple[int, int]:  # noqa: ANN001
     """Images the webhook run queued (each accepted event is one), and the batch jobs holding them."""
     from bots.feishu.intake import batch_images
-    from ocr_core.queue import ocr_queue
+    from ocr_core.queue import intake_queue
     from ocrhub.settings import load_settings
 
-    jobs = ocr_queue(conn, load_settings(queue_name="ocrhub")).get_jobs()
+    jobs = intake_queue(conn, load_settings(queue_name="ocrhub")).get_jobs()
     return sum(len(batch_images(conn, *job.args)) for job in jobs), len(jobs)
 
 
