@@ -60,11 +60,15 @@ CODES = {
 
 
 class Gate:
-    """Holds one answer: `reached` is set once the operation is done, the answer waits for `release()`."""
+    """Holds one answer: `reached` is set once the operation is done, the answer waits for `release()`.
+
+    `body` is the held request's JSON body, to tell which delivery was caught.
+    """
 
     def __init__(self) -> None:
         self.reached = threading.Event()
         self.released = threading.Event()
+        self.body: dict[str, Any] = {}
 
     def release(self) -> None:
         self.released.set()
@@ -242,6 +246,7 @@ class NotionEmulator:
         if fault is None:
             return op, result, False
         if fault.gate is not None:
+            fault.gate.body = json.loads(body) if body and op != "file_uploads.send" else {}
             fault.gate.reached.set()
             while not fault.gate.released.wait(0.05) and not self._stopping.is_set():
                 pass
