@@ -13,8 +13,6 @@ import math
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,40 +25,26 @@ from typing import TypeVar
 
 import httpx
 import pytest
-import redis
 from PIL import Image
 from rq import Worker
 
 from ocr_core.job import ImageJob
 from ocr_core.queue import delivery_job_id
-from ocrhub.redis_server import free_port
 from sinks.local import LocalStore
 from sinks.notion_page import row_key
 from tests.bots.feishu.fixtures import app, events, feishu  # noqa: F401 - fixtures
 from tests.emulators.feishu import App, Events, FeishuEmulator, chat_id
 from tests.emulators.notion import NotionEmulator
+from tests import hub_process
+from tests.hub_process import Hub
 from tests.imagegen import encode, text_image
 
-ROOT = Path(__file__).resolve().parents[1]
-STARTUP = 180.0
 ROUTES = json.dumps({"feishu:*": ["feishu-reply", "local", "kb"]})
 # Words of narrow letters: the recogniser's time grows with the printed width, and the page must pass 12,000 characters.
 NARROW = ("fill", "tilt", "jilt", "rift", "lift", "silt", "frill", "trill", "little", "filter", "tiff", "lilt", "fit", "tier", "rill", "stilt")
 FIRST_CHUNK = 99  # paragraphs sent with pages.create, beside the image block; the rest go 100 per append
 
 T = TypeVar("T")
-
-
-@dataclass
-class Hub:
-    url: str
-    conn: redis.Redis
-    process: subprocess.Popen
-    data: Path
-    log: Path
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-6000:]
 
 
 @dataclass(frozen=True)
@@ -81,12 +65,8 @@ def notion() -> Iterator[NotionEmulator]:
 @contextmanager
 def running_hub(tmp_path: Path, feishu: FeishuEmulator, app: App, kb: str, **extra: str) -> Iterator[Hub]:
     """`ocrhub up` routing every Feishu chat to the reply, the local store and the Notion sink `kb`; stopped with Ctrl-C."""
-    port = free_port()
-    data = tmp_path / "hub"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env.update(
-        OCRHUB_DATA_DIR=str(data),
-        OCRHUB_API_PORT=str(port),
+    with hub_process.running_hub(
+        tmp_path,
         OCRHUB_WORKERS="2",
         OCRHUB_FEISHU_APP_ID=app.app_id,
         OCRHUB_FEISHU_APP_SECRET=app.app_secret,
@@ -96,31 +76,8 @@ def running_hub(tmp_path: Path, feishu: FeishuEmulator, app: App, kb: str, **ext
         OCRHUB_SINKS=json.dumps({"kb": kb}),
         OCRHUB_ROUTES=ROUTES,
         **extra,
-    )
-    log = tmp_path / "hub.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP
-        while True:
-            assert process.poll() is None, f"ocrhub up exited with {process.returncode}:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP:.0f} s:\n{log.read_text()[-4000:]}"
-            time.sleep(0.2)
-        published = json.loads((data / "hub.json").read_text())
-        yield Hub(url, redis.Redis.from_url(published["redis_url"]), process, data, log)
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    ) as hub:
+        yield hub
 
 
 def wait_until(check: Callable[[], T], timeout: float, what: str, hub: Hub, every: float = 0.2) -> T:
@@ -310,7 +267,7 @@ def test_100_images_through_faults_and_a_killed_worker_give_exactly_100_rows(
     pushes = messages + messages[::5]
     random.Random(5).shuffle(pushes)
 
-    engine = {"OCRHUB_OCR_ENGINE": "tests.fakes:CountingEngine", "PYTHONPATH": str(ROOT)}
+    engine = {"OCRHUB_OCR_ENGINE": "tests.fakes:CountingEngine"}
     # Answers later than the sink's 0.4 s timeout are timeouts to it; the write may still have happened.
     kb = notion.sink_url(database_id, timeout=0.4)
     with running_hub(tmp_path, feishu, app, kb, OCRHUB_RETRY_INTERVALS="0,1,1,2,2", OCRHUB_JOB_TIMEOUT="60", **engine) as hub:

@@ -5,37 +5,20 @@ against the emulated Feishu open platform. The issue's "Done when", in one run.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
 from bots.feishu.crypto import signature
 from ocr_core.job import ImageJob
 from ocr_core.queue import ocr_job_id
-from ocrhub.redis_server import free_port
 from tests.emulators.feishu import App, Events, FeishuEmulator, chat_id
+from tests.hub_process import Hub, running_hub
 from tests.imagegen import encode, text_image
-
-STARTUP = 180.0
-
-
-@dataclass
-class Hub:
-    url: str
-    conn: redis.Redis
-    process: subprocess.Popen
-    log: Path
-
 
 def picture(*lines: str) -> bytes:
     return encode(text_image(list(lines), size=48), "PNG")
@@ -47,12 +30,8 @@ def words(text: str) -> str:
 
 @pytest.fixture
 def hub(tmp_path: Path, feishu: FeishuEmulator, app: App) -> Iterator[Hub]:
-    port = free_port()
-    data = tmp_path / "hub"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env.update(
-        OCRHUB_DATA_DIR=str(data),
-        OCRHUB_API_PORT=str(port),
+    with running_hub(
+        tmp_path,
         OCRHUB_WORKERS="2",
         OCRHUB_RETRY_INTERVALS="1,2,4",
         OCRHUB_FEISHU_APP_ID=app.app_id,
@@ -60,31 +39,8 @@ def hub(tmp_path: Path, feishu: FeishuEmulator, app: App) -> Iterator[Hub]:
         OCRHUB_FEISHU_ENCRYPT_KEY=app.encrypt_key,
         OCRHUB_FEISHU_VERIFICATION_TOKEN=app.verification_token,
         OCRHUB_FEISHU_DOMAIN=feishu.origin,
-    )
-    log = tmp_path / "hub.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP
-        while True:
-            assert process.poll() is None, f"ocrhub up exited with {process.returncode}:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP:.0f} s:\n{log.read_text()[-4000:]}"
-            time.sleep(0.2)
-        published = json.loads((data / "hub.json").read_text())
-        yield Hub(url, redis.Redis.from_url(published["redis_url"]), process, log)
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    ) as running:
+        yield running
 
 
 def job_for(payload: dict, index: int = 0) -> ImageJob:
