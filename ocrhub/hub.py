@@ -55,11 +55,11 @@ class Hub:
         signal.signal(signal.SIGTERM, self._request_stop)
         try:
             redis_url = self._start_redis()
-            problems = self._check_sinks(redis_url)
+            problems = self._check_configuration(redis_url)
             if problems:
                 for problem in problems:
                     log.error("%s", problem)
-                log.error("not starting: fix the sink configuration above (see `ocrhub settings`)")
+                log.error("not starting: fix the configuration above (see `ocrhub settings`)")
                 return 2
             env = {**os.environ, "OCRHUB_REDIS_URL": redis_url}
             api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
@@ -91,10 +91,18 @@ class Hub:
         log.info("embedded redis-server on %s, data in %s", self.redis.url, self.redis.folder)
         return self.redis.url
 
-    def _check_sinks(self, redis_url: str) -> list[str]:
+    def _check_configuration(self, redis_url: str) -> list[str]:
+        """What would make a child fail at every start (a bot without secrets, a broken sink), found once."""
+        from ocrhub.api import create_app
         from sinks.base import SinkContext, check_sinks
 
-        return check_sinks(SinkContext(self.settings, redis.Redis.from_url(redis_url)))
+        conn = redis.Redis.from_url(redis_url)
+        problems = []
+        try:
+            create_app(self.settings, conn)
+        except ValueError as exc:
+            problems.append(str(exc))
+        return problems + check_sinks(SinkContext(self.settings, conn))
 
     def _supervise(self, env: dict[str, str]) -> None:
         now = time.monotonic()

@@ -189,3 +189,19 @@ def test_a_killed_worker_is_replaced_and_its_job_read_again_at_once(tmp_path):
     out = stop(hub)
     assert hub.returncode == 0, out
     assert "jobs go back to the queue" in out
+
+
+def test_up_refuses_a_feishu_bot_without_encrypt_key_or_token_instead_of_restarting_forever(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+    env.update({
+        "OCRHUB_DATA_DIR": str(tmp_path / "data"),
+        "OCRHUB_API_PORT": str(free_port()),
+        "OCRHUB_FEISHU_APP_ID": "cli_a1b2c3",
+        "OCRHUB_FEISHU_APP_SECRET": "app-secret-value",
+    })
+    result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert "neither an Encrypt Key nor a Verification Token" in errors[0]
+    assert "restarting" not in result.stderr
+    assert "app-secret-value" not in result.stderr
