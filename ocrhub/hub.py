@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import redis
 
 from ocrhub import runtime
 from ocrhub.redis_server import EmbeddedRedis
-from ocrhub.worker import reap, reap_stale
 from ocrhub.settings import Settings
+from ocrhub.worker import reap, reap_stale
+from sinks.base import mask
 
 log = logging.getLogger("ocrhub.hub")
 
@@ -55,7 +57,8 @@ class Hub:
         signal.signal(signal.SIGTERM, self._request_stop)
         try:
             redis_url = self._start_redis()
-            problems = self._check_configuration(redis_url)
+            self.conn = redis.Redis.from_url(redis_url)
+            problems = self._check_configuration()
             if problems:
                 for problem in problems:
                     log.error("%s", problem)
@@ -65,7 +68,6 @@ class Hub:
             api_url = f"http://{self.settings.api_host}:{self.settings.api_port}"
             python = sys.executable
             self.children.append(Child("api", [python, "-m", "ocrhub.cli", "serve"]))
-            self.conn = redis.Redis.from_url(redis_url)
             reap_stale(self.conn, self.settings)
             for i in range(self.settings.worker_count):
                 name = f"ocrhub-{os.getpid()}-{i + 1}"
@@ -75,7 +77,7 @@ class Hub:
             runtime.publish(self.settings, redis_url, api_url)
             log.info(
                 "ocrhub is up: API %s, Redis %s, %d worker(s), engine %s; Ctrl-C stops",
-                api_url, _redact(redis_url), self.settings.worker_count, self.settings.ocr_engine,
+                api_url, mask(urlsplit(redis_url)), self.settings.worker_count, self.settings.ocr_engine,
             )
             while not self.stopping:
                 self._supervise(env)
@@ -91,18 +93,17 @@ class Hub:
         log.info("embedded redis-server on %s, data in %s", self.redis.url, self.redis.folder)
         return self.redis.url
 
-    def _check_configuration(self, redis_url: str) -> list[str]:
+    def _check_configuration(self) -> list[str]:
         """What would make a child fail at every start (a bot without secrets, a broken sink), found once."""
         from ocrhub.api import create_app
         from sinks.base import SinkContext, check_sinks
 
-        conn = redis.Redis.from_url(redis_url)
         problems = []
         try:
-            create_app(self.settings, conn)
+            create_app(self.settings, self.conn)
         except ValueError as exc:
             problems.append(str(exc))
-        return problems + check_sinks(SinkContext(self.settings, conn))
+        return problems + check_sinks(SinkContext(self.settings, self.conn))
 
     def _supervise(self, env: dict[str, str]) -> None:
         now = time.monotonic()
@@ -161,11 +162,3 @@ def _stop_orphans(pgid: int) -> None:
     except ProcessLookupError:
         pass
 
-
-def _redact(url: str) -> str:
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":****@")
-    return url

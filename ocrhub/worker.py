@@ -70,14 +70,16 @@ def reap(conn: redis.Redis, settings: Settings, worker_name: str) -> list[str]:
     reaped = []
     for queue in all_queues(conn, settings):
         registry = queue.started_job_registry
+        in_queue = []
         for entry in conn.zrange(registry.key, 0, -1):
             job_id = registry.parse_job_id(entry.decode())
             job = queue.fetch_job(job_id)
             if job is not None and job.worker_name == worker_name and job.get_status() == "started":
                 conn.zadd(registry.key, {entry: 0}, xx=True)  # expired now: cleanup() retries it
-                reaped.append(job_id)
-        if reaped:
+                in_queue.append(job_id)
+        if in_queue:
             registry.cleanup(exception_handlers=[stop_retrying_permanent_errors])
+        reaped += in_queue
     dead = SimpleWorker.find_by_key(SimpleWorker.redis_worker_namespace_prefix + worker_name, connection=conn)
     if dead is not None:
         dead.register_death()
