@@ -34,16 +34,21 @@ class Hub:
         return self.log.read_text(errors="replace")[-6000:]
 
 
+def hub_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
+    """This process's environment without its OCRHUB_* settings: data under tmp_path/hub, a free API port, `settings` on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+    env.update(OCRHUB_DATA_DIR=str(tmp_path / "hub"), OCRHUB_API_PORT=str(free_port()), PYTHONPATH=str(ROOT), **settings)
+    return env
+
+
 @contextmanager
 def running_hub(tmp_path: Path, **settings: str) -> Iterator[Hub]:
     """A hub with its data under tmp_path/hub, a free API port and `settings` (OCRHUB_* names) on top.
 
     The tests package is importable in the hub's processes, so test engines can be named by dotted path.
     """
-    port = free_port()
-    data = tmp_path / "hub"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env.update(OCRHUB_DATA_DIR=str(data), OCRHUB_API_PORT=str(port), PYTHONPATH=str(ROOT), **settings)
+    env = hub_environment(tmp_path, **settings)
+    data, port = Path(env["OCRHUB_DATA_DIR"]), env["OCRHUB_API_PORT"]
     log = tmp_path / "hub.log"
     with log.open("wb") as out:
         process = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)

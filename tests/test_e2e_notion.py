@@ -68,11 +68,7 @@ def running_hub(tmp_path: Path, feishu: FeishuEmulator, app: App, kb: str, **ext
     with hub_process.running_hub(
         tmp_path,
         OCRHUB_WORKERS="2",
-        OCRHUB_FEISHU_APP_ID=app.app_id,
-        OCRHUB_FEISHU_APP_SECRET=app.app_secret,
-        OCRHUB_FEISHU_ENCRYPT_KEY=app.encrypt_key,
-        OCRHUB_FEISHU_VERIFICATION_TOKEN=app.verification_token,
-        OCRHUB_FEISHU_DOMAIN=feishu.origin,
+        **feishu.hub_settings(app),
         OCRHUB_SINKS=json.dumps({"kb": kb}),
         OCRHUB_ROUTES=ROUTES,
         **extra,

@@ -14,97 +14,62 @@ import httpx
 import pytest
 import redis
 
-from ocrhub.redis_server import free_port
+from tests.hub_process import hub_environment, running_hub
 from tests.imagegen import encode, text_image, words
 
 
-def start_hub(tmp_path: Path, port: int) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env.update({"OCRHUB_DATA_DIR": str(tmp_path / "data"), "OCRHUB_API_PORT": str(port), "OCRHUB_WORKERS": "2"})
-    return subprocess.Popen(
-        [sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+def refused_start(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    env = hub_environment(tmp_path, **settings)
+    return subprocess.run([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
 
-def wait_healthy(base: str, hub: subprocess.Popen[str], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert hub.poll() is None, hub.stdout.read() if hub.stdout else ""
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("hub API did not come up")
-
-
-def stop(hub: subprocess.Popen[str]) -> str:
-    hub.send_signal(signal.SIGINT)
-    out, _ = hub.communicate(timeout=60)
-    return out
-
-
-@pytest.fixture
-def hub_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env["OCRHUB_DATA_DIR"] = str(tmp_path / "data")
-    return env
-
-
-def test_up_reads_submitted_images_and_stops_cleanly(tmp_path, hub_env):
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+def test_up_reads_submitted_images_and_stops_cleanly(tmp_path):
     expected = words(31, 3)
     image = tmp_path / "note.png"
     image.write_bytes(encode(text_image([" ".join(expected)]), "PNG"))
-    hub = start_hub(tmp_path, port)
-    try:
-        wait_healthy(base, hub)
-        hub_file = json.loads((tmp_path / "data" / "hub.json").read_text())
+    with running_hub(tmp_path, OCRHUB_WORKERS="2") as hub:
+        hub_file = json.loads((hub.data / "hub.json").read_text())
+        client_env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
+        client_env["OCRHUB_DATA_DIR"] = str(hub.data)  # finds the hub through the file `ocrhub up` publishes
 
         submitted = subprocess.run(
-            [sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=hub_env, capture_output=True, text=True, timeout=120
+            [sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=client_env, capture_output=True, text=True, timeout=120
         )
         assert submitted.returncode == 0, submitted.stderr
         assert submitted.stdout.split() == expected
 
         other = words(32, 2)
-        upload = httpx.post(f"{base}/api/images", files={"file": ("x.png", encode(text_image([" ".join(other)]), "PNG"))}, timeout=10)
+        upload = httpx.post(f"{hub.url}/api/images", files={"file": ("x.png", encode(text_image([" ".join(other)]), "PNG"))}, timeout=10)
         assert upload.status_code == 202
-        job_url = base + upload.json()["status_url"]
+        job_path = upload.json()["status_url"]
         deadline = time.monotonic() + 60
-        while (body := httpx.get(job_url, timeout=5).json())["status"] != "finished":
+        while (body := httpx.get(hub.url + job_path, timeout=5).json())["status"] != "finished":
             assert body["status"] in {"queued", "started", "scheduled"} and time.monotonic() < deadline, body
             time.sleep(0.2)
         assert body["text"].split() == other
 
-        found = httpx.get(f"{base}/api/search", params={"q": expected[1]}, timeout=5).json()["results"]
+        found = httpx.get(f"{hub.url}/api/search", params={"q": expected[1]}, timeout=5).json()["results"]
         assert [r["text"].split() for r in found] == [expected]
-        assert httpx.post(f"{base}/api/images", content=b"", timeout=5).status_code == 400
-    finally:
-        out = stop(hub)
-    assert hub.returncode == 0, out
+        assert httpx.post(f"{hub.url}/api/images", content=b"", timeout=5).status_code == 400
+    out = hub.log.read_text()
+    assert hub.process.returncode == 0, out
     assert "ocrhub stopped" in out
-    assert not (tmp_path / "data" / "hub.json").exists()
+    assert not (hub.data / "hub.json").exists()
     port_of_redis = int(hub_file["redis_url"].rsplit(":", 1)[1].split("/")[0])
     with pytest.raises(redis.ConnectionError):
         redis.Redis(port=port_of_redis, socket_connect_timeout=0.5, retry=None).ping()
 
     # The queue and results survive a restart: the embedded Redis persists under the data folder.
-    hub = start_hub(tmp_path, port)
-    try:
-        wait_healthy(base, hub)
-        assert httpx.get(job_url, timeout=5).json()["status"] == "finished"
-    finally:
-        stop(hub)
-    assert hub.returncode == 0
+    with running_hub(tmp_path) as hub:
+        assert httpx.get(hub.url + job_path, timeout=5).json()["status"] == "finished"
+    assert hub.process.returncode == 0
 
 
-def test_submit_without_a_running_hub_says_how_to_start_one(tmp_path, hub_env):
+def test_submit_without_a_running_hub_says_how_to_start_one(tmp_path):
     image = tmp_path / "x.png"
     image.write_bytes(encode(text_image(["hello"]), "PNG"))
-    result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=hub_env, capture_output=True, text=True, timeout=60)
+    env = hub_environment(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
     assert "ocrhub up" in result.stderr and "OCRHUB_REDIS_URL" in result.stderr
 
@@ -117,14 +82,11 @@ def test_up_refuses_to_start_on_a_broken_sink_with_one_clear_error_each(tmp_path
         props = {"Name": "title", "Text": "rich_text", "Chat": "rich_text", "Sender": "rich_text", "Time": "date",
                  "Image": "files", "Source": "url", "Engine": "rich_text"}  # no "Message ID"
         partial, _ = notion.workspace.add_database(properties=props)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-        env.update({
-            "OCRHUB_DATA_DIR": str(tmp_path / "data"),
-            "OCRHUB_API_PORT": str(free_port()),
-            "OCRHUB_SINKS": json.dumps({"hidden": notion.sink_url(hidden), "partial": notion.sink_url(partial)}),
-            "OCRHUB_ROUTES": json.dumps({"feishu:*": ["feishu-reply", "local", "hidden", "partial"]}),
-        })
-        result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        result = refused_start(
+            tmp_path,
+            OCRHUB_SINKS=json.dumps({"hidden": notion.sink_url(hidden), "partial": notion.sink_url(partial)}),
+            OCRHUB_ROUTES=json.dumps({"feishu:*": ["feishu-reply", "local", "hidden", "partial"]}),
+        )
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert len([e for e in errors if "sink 'hidden'" in e]) == 1
@@ -132,7 +94,7 @@ def test_up_refuses_to_start_on_a_broken_sink_with_one_clear_error_each(tmp_path
     assert "shar" in next(e for e in errors if "sink 'hidden'" in e)
     assert "Message ID" in result.stderr.split("sink 'partial'")[1].split(" ERROR ")[0]  # the message goes on below
     assert notion.token not in result.stderr
-    assert not (tmp_path / "data" / "hub.json").exists()
+    assert not (tmp_path / "hub" / "hub.json").exists()
 
 
 def test_a_killed_worker_is_replaced_and_its_job_read_again_at_once(tmp_path):
@@ -144,62 +106,40 @@ def test_a_killed_worker_is_replaced_and_its_job_read_again_at_once(tmp_path):
     from sinks.local import LocalStore
     from tests import fakes
 
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env.update({
-        "OCRHUB_DATA_DIR": str(tmp_path / "data"),
-        "OCRHUB_API_PORT": str(port),
-        "OCRHUB_WORKERS": "1",
-        "OCRHUB_OCR_ENGINE": "tests.fakes:HoldingEngine",
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-    })
-    hub = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", hub)
-        redis_url = json.loads((tmp_path / "data" / "hub.json").read_text())["redis_url"]
-        conn = redis.Redis.from_url(redis_url)
+    with running_hub(tmp_path, OCRHUB_WORKERS="1", OCRHUB_OCR_ENGINE="tests.fakes:HoldingEngine") as hub:
+        conn = hub.conn
         deadline = time.monotonic() + 60
         while not Worker.all(connection=conn):
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, hub.tail()
             time.sleep(0.1)
         [worker] = Worker.all(connection=conn)
         conn.set(fakes.HOLD_KEY, 1)
-        settings = load_settings(data_dir=tmp_path / "data", redis_url=redis_url)
+        redis_url = json.loads((hub.data / "hub.json").read_text())["redis_url"]
+        settings = load_settings(data_dir=hub.data, redis_url=redis_url)
         job = submit_bytes(conn, encode(text_image(["held"]), "PNG"), settings, source="test")
         # In the worker's hands and inside the engine (the first call was the worker's warm-up).
         while job_state(conn, job.job_id).status != "started" or int(conn.get(fakes.COUNTER_KEY) or 0) < 2:
-            assert time.monotonic() < deadline
+            assert time.monotonic() < deadline, hub.tail()
             time.sleep(0.05)
 
         os.kill(worker.pid, signal.SIGKILL)
         conn.delete(fakes.HOLD_KEY)
         deadline = time.monotonic() + 60  # far below the 180 s job timeout RQ alone would wait for
         while job_state(conn, job.job_id).status != "finished":
-            assert time.monotonic() < deadline, job_state(conn, job.job_id)
+            assert time.monotonic() < deadline, f"{job_state(conn, job.job_id)}\n{hub.tail()}"
             time.sleep(0.1)
         assert int(conn.get(fakes.COUNTER_KEY)) == 4  # each worker's warm-up, the killed reading, the reading that finished
         assert [w.pid for w in Worker.all(connection=conn)] != [worker.pid]
         deadline = time.monotonic() + 30
-        while LocalStore(tmp_path / "data" / "results.sqlite3").count() != 1:
-            assert time.monotonic() < deadline
+        while LocalStore(hub.data / "results.sqlite3").count() != 1:
+            assert time.monotonic() < deadline, hub.tail()
             time.sleep(0.1)
-    except AssertionError:
-        print(stop(hub))
-        raise
-    out = stop(hub)
-    assert hub.returncode == 0, out
-    assert "jobs go back to the queue" in out
+    assert hub.process.returncode == 0, hub.tail()
+    assert "jobs go back to the queue" in hub.log.read_text()
 
 
 def test_up_refuses_a_feishu_bot_without_encrypt_key_or_token_instead_of_restarting_forever(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
-    env.update({
-        "OCRHUB_DATA_DIR": str(tmp_path / "data"),
-        "OCRHUB_API_PORT": str(free_port()),
-        "OCRHUB_FEISHU_APP_ID": "cli_a1b2c3",
-        "OCRHUB_FEISHU_APP_SECRET": "app-secret-value",
-    })
-    result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "up"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    result = refused_start(tmp_path, OCRHUB_FEISHU_APP_ID="cli_a1b2c3", OCRHUB_FEISHU_APP_SECRET="app-secret-value")
     assert result.returncode == 2
     errors = [line for line in result.stderr.splitlines() if " ERROR " in line]
     assert "neither an Encrypt Key nor a Verification Token" in errors[0]

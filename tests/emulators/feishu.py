@@ -129,6 +129,16 @@ class FeishuEmulator:
         assert self._http is not None
         return f"http://127.0.0.1:{self._http.server_address[1]}"
 
+    def hub_settings(self, app: App) -> dict[str, str]:
+        """The OCRHUB_FEISHU_* settings that make `app` the hub's default bot, talking to this emulator."""
+        return {
+            "OCRHUB_FEISHU_APP_ID": app.app_id,
+            "OCRHUB_FEISHU_APP_SECRET": app.app_secret,
+            "OCRHUB_FEISHU_ENCRYPT_KEY": app.encrypt_key,
+            "OCRHUB_FEISHU_VERIFICATION_TOKEN": app.verification_token,
+            "OCRHUB_FEISHU_DOMAIN": self.origin,
+        }
+
     @property
     def ws_port(self) -> int:
         return self._ws.socket.getsockname()[1]

@@ -34,11 +34,7 @@ def hub(tmp_path: Path, feishu: FeishuEmulator, app: App) -> Iterator[Hub]:
         tmp_path,
         OCRHUB_WORKERS="2",
         OCRHUB_RETRY_INTERVALS="1,2,4",
-        OCRHUB_FEISHU_APP_ID=app.app_id,
-        OCRHUB_FEISHU_APP_SECRET=app.app_secret,
-        OCRHUB_FEISHU_ENCRYPT_KEY=app.encrypt_key,
-        OCRHUB_FEISHU_VERIFICATION_TOKEN=app.verification_token,
-        OCRHUB_FEISHU_DOMAIN=feishu.origin,
+        **feishu.hub_settings(app),
     ) as running:
         yield running
 

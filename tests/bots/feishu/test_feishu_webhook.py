@@ -13,7 +13,6 @@ from fastapi import FastAPI
 from bots.feishu.bots import BotConfigError
 from bots.feishu.crypto import signature
 from bots.feishu.webhook import build_router
-from ocr_core.job import ImageJob
 from ocr_core.queue import intake_queue
 from tests.bots.feishu.fixtures import images_queued, serve
 from tests.emulators.feishu import chat_id
