@@ -15,3 +15,12 @@ class TransientError(OcrHubError):
 
 class ImageError(PermanentError):
     """The bytes are not a readable image; the message says what was wrong."""
+
+
+class Deferred(OcrHubError):
+    """Not now, and not the job's fault (every OCR server busy or down): run it again later
+    without spending one of its retries."""
+
+    def __init__(self, message: str, delay: float = 10.0) -> None:
+        super().__init__(message)
+        self.delay = delay

@@ -10,10 +10,10 @@ import redis
 from rq import get_current_job
 
 from ocr_core import queue, reader, sources, store
-from ocr_core.engines import get_engine
+from ocr_core.engines import ReadRequest, get_engine
 from ocr_core.errors import ImageError, PermanentError
 from ocr_core.job import ImageJob, OcrResult
-from ocr_core.routes import sinks_for
+from ocr_core.routes import sinks_for, task_for
 from ocrhub.settings import Settings, get_settings
 
 
@@ -43,6 +43,8 @@ class Outcome:
 
 def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
     started = time.perf_counter()
+    # Leave the job's last seconds to store the result and queue the deliveries.
+    deadline = time.monotonic() + settings.job_timeout * 0.85
     data = store.load_image(conn, job)
     error = ""
     if data is None:
@@ -57,21 +59,29 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
 
     digest = store.sha256(data)
     engine_name = settings.ocr_engine
-    cached = None if error else store.cached_reading(conn, engine_name, digest)
+    task = task_for(job, settings.tasks, settings.vllm_task)
+    # A reading answers one question: the same bytes asked for Markdown are not the same as plain text.
+    cache_name = engine_name if task == "text" else f"{engine_name}:{task}"
+    cached = None if error else store.cached_reading(conn, cache_name, digest)
     timings = {"fetch": fetched - started}
     if error:
         lines, width, height = (), 0, 0
     elif cached is not None:
         lines, width, height = cached
     else:
+        request = ReadRequest(task=task, fair_key=f"{job.platform}:{job.bot_id}:{job.chat_id}", deadline=deadline)
+        engine = get_engine(engine_name, settings.threads_per_engine)
         try:
-            reading = reader.read_bytes(data, get_engine(engine_name, settings.threads_per_engine), settings)
+            reading = reader.read_bytes(data, engine, settings, request)
         except ImageError as exc:
             lines, width, height, error = (), 0, 0, str(exc)
         else:
             lines, width, height = reading.lines, reading.width, reading.height
             timings.update(reading.timings)
-            store.cache_reading(conn, engine_name, digest, lines, width, height, settings.cache_ttl)
+            if reading.engine != engine.name:
+                engine_name = reading.engine  # a fallback read it: say so, and do not cache it as the engine's
+            else:
+                store.cache_reading(conn, cache_name, digest, lines, width, height, settings.cache_ttl)
 
     result = OcrResult(
         job=job,

@@ -12,10 +12,23 @@ DEFAULT_ROUTES: dict[str, tuple[str, ...]] = {
 FALLBACK_ROUTE: tuple[str, ...] = ("local",)
 
 
+def route_keys(job: ImageJob) -> tuple[str, ...]:
+    """The keys a per-chat setting is looked up by, most specific first."""
+    return (f"{job.platform}:{job.bot_id}:{job.chat_id}", job.chat_id, f"{job.platform}:{job.bot_id}", f"{job.platform}:*", "*")
+
+
 def sinks_for(job: ImageJob, routes: Mapping[str, Sequence[str]]) -> tuple[str, ...]:
     if job.routes:
         return job.routes
-    for key in (f"{job.platform}:{job.bot_id}:{job.chat_id}", job.chat_id, f"{job.platform}:{job.bot_id}", f"{job.platform}:*", "*"):
+    for key in route_keys(job):
         if key in routes:
             return tuple(routes[key])
     return DEFAULT_ROUTES.get(job.platform, FALLBACK_ROUTE)
+
+
+def task_for(job: ImageJob, tasks: Mapping[str, str], default: str) -> str:
+    """The OCR task a chat asked for (OCRHUB_TASKS), else the engine's default."""
+    for key in route_keys(job):
+        if key in tasks:
+            return tasks[key]
+    return default

@@ -72,6 +72,21 @@ def create_app(settings: Settings, conn: redis.Redis) -> FastAPI:
     def queue_status() -> dict[str, Any]:
         return {q.name: _queue_counts(q) for q in all_queues(conn, settings)}
 
+    @app.get("/api/engine")
+    def engine_status() -> dict[str, Any]:
+        """The OCR engine, and for vLLM each server's limit in force and why it last changed."""
+        body: dict[str, Any] = {"engine": settings.ocr_engine}
+        if settings.vllm_urls:
+            from ocr_core.vllm.servers import report
+
+            body["vllm"] = {
+                "concurrency": settings.vllm_concurrency,
+                "bounds": [settings.vllm_min_concurrency, settings.vllm_max_concurrency],
+                "fallback": settings.vllm_fallback,
+                "servers": report(conn, settings.vllm_urls),
+            }
+        return body
+
     @app.get("/api/failed")
     def failed(limit: int = 50) -> dict[str, Any]:
         jobs = []

@@ -222,11 +222,67 @@ def show_settings() -> None:
         click.echo(f"OCRHUB_{name.upper()}={shown}")
 
 
+@main.command(name="vllm-command")
+@click.option("--port", type=int, default=None, help="Port to serve on; default: the first OCRHUB_VLLM_URLS port, else 8000.")
+def vllm_command(port: int | None) -> None:
+    """Print the `vllm serve` line that fits the settings in force (HunyuanOCR's recommended flags)."""
+    import shlex
+    from urllib.parse import urlsplit
+
+    settings = load()
+    if port is None:
+        port = (urlsplit(settings.vllm_urls[0]).port if settings.vllm_urls else None) or 8000
+    # With 'auto' ocrhub finds the limit below vLLM's own cap; 16 is what held on a 24 GB GPU.
+    seqs = 16 if settings.vllm_concurrency == "auto" else int(settings.vllm_concurrency)
+    words = [
+        "vllm", "serve", settings.vllm_model, "--served-model-name", settings.vllm_model,
+        "--host", "0.0.0.0", "--port", str(port),
+        "--no-enable-prefix-caching", "--mm-processor-cache-gb", "0",
+        "--max-num-seqs", str(seqs), "--gpu-memory-utilization", "0.9",
+        "--max-model-len", str(max(8192, settings.vllm_max_tokens + 4096)),
+        "--trust-remote-code",
+    ]
+    line = " ".join(shlex.quote(w) for w in words)
+    if settings.vllm_api_key.get_secret_value():
+        line += ' --api-key "$OCRHUB_VLLM_API_KEY"'  # the secret stays in the environment, not in shell history
+    click.echo(line)
+
+
+@main.command(name="vllm-status")
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+def vllm_status(as_json: bool) -> None:
+    """The vLLM limit in force per server, why it last changed, circuits and the last metrics."""
+    from ocr_core.vllm.servers import report
+    from ocrhub.runtime import connect
+
+    settings = load()
+    if not settings.vllm_urls:
+        raise click.ClickException("no vLLM servers configured (OCRHUB_VLLM_URLS)")
+    try:
+        rows = report(connect(settings), settings.vllm_urls)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    click.echo(f"concurrency: {settings.vllm_concurrency} (bounds {settings.vllm_min_concurrency}..{settings.vllm_max_concurrency})")
+    for row in rows:
+        m = row["metrics"]
+        circuit = row["state"] + (f" for {row['open_for_s']:.0f} s" if row["state"] == "open" else "")
+        click.echo(f"{row['url']}: limit {row['limit']} (target {row['target']}), in flight {row['in_flight']}, circuit {circuit}")
+        click.echo(f"    last change: {row['reason']}")
+        if m:
+            click.echo(
+                f"    vLLM: healthy={m.get('healthy')} running={m.get('running', '?')} waiting={m.get('waiting', '?')} "
+                f"kv={m.get('kv_usage', 0):.0%} preemptions={m.get('preemptions', '?')} {m.get('error', '')}"
+            )
+
+
 def _register_plugins() -> None:
     """Platform and sink commands live beside their code."""
     import importlib
 
-    for path in ("bots.feishu.cli:feishu_connect", "sinks.notion_cli:notion"):
+    for path in ("bots.feishu.cli:feishu_connect", "sinks.notion.cli:notion"):
         module_name, _, attr = path.partition(":")
         try:
             command = getattr(importlib.import_module(module_name), attr)

@@ -103,6 +103,10 @@ class Hub:
             create_app(self.settings, self.conn)
         except ValueError as exc:
             problems.append(str(exc))
+        if self.settings.ocr_engine == "vllm":
+            from ocr_core.engines.vllm import configuration_problems
+
+            problems += configuration_problems(self.settings)
         return problems + check_sinks(SinkContext(self.settings, self.conn))
 
     def _supervise(self, env: dict[str, str]) -> None:

@@ -49,6 +49,23 @@ class Settings(BaseSettings):
     workers: Annotated[int, Field(ge=0, le=256)] = Field(default=0, description="Worker processes for `ocrhub up`; 0 = one per CPU core.")
     engine_threads: Annotated[int, Field(ge=0, le=256)] = Field(default=0, description="Threads per engine; 0 = one when several workers share the cores, else all cores.")
 
+    worker_threads: Annotated[int, Field(ge=0, le=256)] = Field(default=0, description="Jobs each worker process runs at once; 0 = 1 for CPU engines, enough to fill the vLLM limit for 'vllm'.")
+
+    vllm_urls: Annotated[list[str], NoDecode] = Field(default_factory=list, description="vLLM servers' base URLs (without /v1), comma-separated.")
+    vllm_model: str = Field(default="tencent/HunyuanOCR", description="The served model name (vllm serve --served-model-name).")
+    vllm_api_key: SecretStr = Field(default=SecretStr(""), description="vllm serve --api-key, if set.")
+    vllm_concurrency: Annotated[int | Literal["auto"], NoDecode] = Field(default=16, description="Requests in flight per server across every worker, or 'auto' to follow the server's metrics.")
+    vllm_min_concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(default=1, description="Lowest limit 'auto' goes to.")
+    vllm_max_concurrency: Annotated[int, Field(ge=1, le=1024)] = Field(default=64, description="Highest limit 'auto' goes to (per server).")
+    vllm_kv_tokens: Annotated[int, Field(ge=0)] = Field(default=0, description="KV cache tokens ocrhub may claim per server; 0 = 90% of what the server's /metrics reports.")
+    vllm_fallback: str = Field(default="wait", description="While no vLLM server takes requests: 'wait' (jobs stay queued) or an engine name, e.g. 'rapidocr'.")
+    vllm_task: str = Field(default="text", description="Default OCR task: text, spotting, markdown, table, formula, chart, fields:A,B, translate:en|zh.")
+    vllm_max_tokens: Annotated[int, Field(ge=16, le=32768)] = Field(default=4096, description="Longest answer per page, in tokens.")
+    vllm_timeout: Annotated[float, Field(gt=0)] = Field(default=120.0, description="Seconds one request may take.")
+    vllm_max_side: Annotated[int, Field(ge=256, le=4096)] = Field(default=1024, description="Longest side of a page sent to the model, in pixels.")
+    vllm_stop_repeats: bool = Field(default=True, description="Stop a streamed answer (and trim it) once it starts repeating itself.")
+    tasks: dict[str, str] = Field(default_factory=dict, description="JSON: chat id, 'platform:bot' or 'platform:*' → OCR task for the vllm engine.")
+
     max_image_pixels: Annotated[int, Field(gt=0)] = Field(default=60_000_000, description="Larger images are refused as decompression bombs.")
     max_image_bytes: Annotated[int, Field(gt=0)] = Field(default=30 * 1024 * 1024)
     tile_size: Annotated[int, Field(ge=256)] = Field(default=1600, description="Long side of one OCR tile, in pixels.")
@@ -101,6 +118,39 @@ class Settings(BaseSettings):
             raise ValueError("intervals must be whole seconds >= 0")
         return value
 
+    @field_validator("vllm_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [u.strip() for u in value.split(",") if u.strip()]
+        if isinstance(value, list):
+            for url in value:
+                if not re.match(r"^https?://[^/\s]+", str(url)):
+                    raise ValueError(f"{url!r} is not an http(s) base URL such as http://vllm:8000")
+            return [str(u).rstrip("/").removesuffix("/v1") for u in value]
+        return value
+
+    @field_validator("vllm_concurrency", mode="before")
+    @classmethod
+    def _concurrency(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value == "auto":
+                return value
+            if not value.isdigit() or int(value) < 1:
+                raise ValueError("use a whole number of requests per server (e.g. 16) or 'auto'")
+            return int(value)
+        return value
+
+    @field_validator("vllm_task", "tasks")
+    @classmethod
+    def _known_task(cls, value: object) -> object:
+        from ocr_core.vllm.prompts import prompt_for
+
+        for task in ([value] if isinstance(value, str) else list(value.values())):  # type: ignore[union-attr]
+            prompt_for(task)
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -111,6 +161,17 @@ class Settings(BaseSettings):
     @property
     def worker_count(self) -> int:
         return self.workers or (os.cpu_count() or 1)
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Jobs one worker process runs at once: a remote engine waits on the network, not the CPU."""
+        if self.worker_threads:
+            return self.worker_threads
+        if self.ocr_engine != "vllm":
+            return 1
+        per_server = self.vllm_max_concurrency if self.vllm_concurrency == "auto" else int(self.vllm_concurrency)
+        wanted = per_server * max(1, len(self.vllm_urls)) * 5 // 4 + 1  # a few more than the limit: the next request is ready
+        return max(2, min(64, -(-wanted // self.worker_count)))
 
     @property
     def threads_per_engine(self) -> int:

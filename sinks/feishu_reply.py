@@ -15,9 +15,10 @@ from typing import ClassVar
 from urllib.parse import SplitResult, parse_qs
 
 from bots.feishu.bots import get_bot, load_bots
-from bots.feishu.ratelimit import ChatRateLimiter, RateLimitTimeout
 from ocr_core.errors import TransientError
 from ocr_core.job import OcrResult
+from ocr_core.limits import LimitExceeded
+from ocr_core.limits.window import SlidingWindow
 from sinks.base import SinkConfigError, SinkContext, SinkError
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
@@ -26,6 +27,7 @@ BODY_LIMIT = 150 * 1024 - 2048
 # because a slot is taken in Redis a few milliseconds before Feishu counts the request.
 CHAT_RATE = 5
 CHAT_WINDOW = 1.2
+RATE_PREFIX = "ocrhub:feishu:rate"
 MAX_REASON = 300
 PREFIX = "ocrhub:feishu:replied"
 TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
@@ -38,7 +40,7 @@ class FeishuReplySink:
     def __init__(self, context: SinkContext, thread: bool | None = None) -> None:
         self.context = context
         self.thread = thread
-        self.limiter = ChatRateLimiter(context.conn, limit=CHAT_RATE, window=CHAT_WINDOW)
+        self.limiter = SlidingWindow(context.conn, RATE_PREFIX, limit=CHAT_RATE, window=CHAT_WINDOW)
 
     @classmethod
     def from_url(cls, url: SplitResult, context: SinkContext) -> FeishuReplySink:
@@ -75,6 +77,7 @@ class FeishuReplySink:
         api = api_for(bot, conn)
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
         parts = list(reply_parts(result))
+        chat = f"{bot.bot_id}:{job.chat_id}"
         posted = []
         for index, text in enumerate(parts):
             marker = f"{PREFIX}:{job.job_id}:{index}"
@@ -89,10 +92,12 @@ class FeishuReplySink:
                     text_content(text),
                     uuid=reply_uuid(job.job_id, index),
                     in_thread=in_thread,
-                    pace=lambda: self.limiter.acquire(f"{bot.bot_id}:{job.chat_id}"),
+                    pace=lambda: self.limiter.acquire(chat),
                 )
-            except RateLimitTimeout as exc:
-                raise SinkError(f"Feishu chat {job.chat_id} is busy: {exc}") from exc
+            except LimitExceeded as exc:
+                raise SinkError(
+                    f"Feishu chat {job.chat_id} is busy: more than {CHAT_RATE} messages per {CHAT_WINDOW:g} s queued for {chat}"
+                ) from exc
             except TransientError as exc:
                 raise SinkError(str(exc)) from exc
             conn.set(marker, message_id or "-", ex=settings.blob_ttl)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,15 @@ def _loopback_only(self: socket.socket, address: object) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.environ.get("OCRHUB_TEST_VLLM_REAL") == "1":
+        return
+    skip = pytest.mark.skip(reason="needs a real vLLM: bash tests/vllm_real/install.sh, then OCRHUB_TEST_VLLM_REAL=1 pytest -m vllm_real")
+    for item in items:
+        if "vllm_real" in item.keywords:
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

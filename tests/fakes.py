@@ -51,3 +51,37 @@ class HoldingEngine(CountingEngine):
         while self.conn.exists(HOLD_KEY):
             time.sleep(0.05)
         return lines
+
+
+IN_FLIGHT_KEY = "test:in-flight"
+PEAK_KEY = "test:peak"
+DEFER_KEY = "test:deferrals"
+
+
+class SlowPageEngine(CountingEngine):
+    """A whole-page engine that waits like a remote model and records how many reads overlapped."""
+
+    name = "slow-page"
+
+    def read(self, image: Image.Image, request):  # noqa: ANN001, ANN201
+        from ocr_core.engines import PageReading
+
+        now = self.conn.incr(IN_FLIGHT_KEY)
+        self.conn.eval("if tonumber(redis.call('GET', KEYS[1]) or '0') < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end", 1, PEAK_KEY, now)
+        time.sleep(0.4)
+        self.conn.decr(IN_FLIGHT_KEY)
+        return PageReading(self.recognise(image), self.name)
+
+
+class DeferringEngine(CountingEngine):
+    """Says "not now" (`Deferred`, 1 s) the first two times it is asked, then reads."""
+
+    name = "deferring"
+
+    def read(self, image: Image.Image, request):  # noqa: ANN001, ANN201
+        from ocr_core.engines import PageReading
+        from ocr_core.errors import Deferred
+
+        if self.conn.incr(DEFER_KEY) <= 2:
+            raise Deferred("every OCR server is busy", delay=1.0)
+        return PageReading(self.recognise(image), self.name)

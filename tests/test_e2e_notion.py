@@ -31,7 +31,7 @@ from rq import Worker
 from ocr_core.job import ImageJob
 from ocr_core.queue import delivery_job_id
 from sinks.local import LocalStore
-from sinks.notion_page import row_key
+from sinks.notion.page import row_key
 from tests.bots.feishu.fixtures import app, events, feishu  # noqa: F401 - fixtures
 from tests.emulators.feishu import App, Events, FeishuEmulator, chat_id
 from tests.emulators.notion import NotionEmulator

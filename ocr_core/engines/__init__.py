@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import math
 import threading
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
@@ -20,8 +22,33 @@ class Engine(Protocol):
     def recognise(self, image: Image.Image) -> list[Line]: ...
 
 
+@dataclass(frozen=True)
+class ReadRequest:
+    """What an engine that reads whole pages may want to know about the image besides its pixels."""
+
+    task: str = "text"
+    fair_key: str = ""  # whose turn it is when many wait: a chat, so one chat's flood does not starve others
+    deadline: float = math.inf  # time.monotonic() by which the reading must be done
+
+
+@dataclass(frozen=True)
+class PageReading:
+    lines: list[Line]
+    engine: str  # which engine read it: a fallback says so
+
+
+@runtime_checkable
+class PageEngine(Protocol):
+    """An engine that takes the whole normalised image and does its own layout (a vision-language model)."""
+
+    name: str
+
+    def read(self, image: Image.Image, request: ReadRequest) -> PageReading: ...
+
+
 ENGINES: dict[str, str] = {
     "rapidocr": "ocr_core.engines.rapidocr:RapidOcrEngine",
+    "vllm": "ocr_core.engines.vllm:VllmEngine",
 }
 
 _loaded: dict[tuple[str, int], Engine] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from urllib.parse import urlsplit
 
 import pytest
@@ -151,6 +152,17 @@ def test_a_long_rate_limit_becomes_a_retryable_sink_error(sink, events, feishu):
     feishu.throttle("reply", 1)
     with pytest.raises(SinkError, match="rate limit"):
         sink.deliver(result_for(events.image(chat_id(), b"png")), None)
+
+
+def test_a_chat_booked_beyond_the_wait_is_a_retryable_sink_error(sink, events, feishu, conn):
+    result = result_for(events.image(chat_id(), b"png"))
+    # The key a running deployment already holds: five slots that free up only in an hour.
+    key = f"ocrhub:feishu:rate:{result.job.bot_id}:{result.job.chat_id}"
+    later = int(time.time() * 1_000_000) + 3600 * 1_000_000
+    conn.zadd(key, {f"slot{i}": later for i in range(5)})
+    with pytest.raises(SinkError, match=f"Feishu chat {result.job.chat_id} is busy: more than 5 messages per 1.2 s queued for default:"):
+        sink.deliver(result, None)
+    assert feishu.all_replies() == []
 
 
 def test_at_most_five_messages_a_second_per_chat_across_workers(feishu_settings, conn, events, feishu, redis_server):

@@ -14,14 +14,17 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import redis
 from notion_client import Client
 from notion_client.errors import HTTPResponseError, RequestTimeoutError
 
+from ocr_core.limits import LimitExceeded
+from ocr_core.limits.budget import Budget, RedisBudget
 from sinks.base import SinkConfigError, SinkError
-from sinks.notion_budget import Budget
 
 NOTION_VERSION = "2025-09-03"
 INTEGRATIONS_PAGE = "https://www.notion.so/profile/integrations"
+BUDGET_PREFIX = "ocrhub:notion:budget"
 
 
 class Ambiguous(SinkError):
@@ -38,6 +41,11 @@ class NotionNotFound(SinkConfigError):
 
 class NotionRejected(SinkConfigError):
     """Notion refused the request as malformed (validation_error and other 4xx)."""
+
+
+def shared_budget(conn: redis.Redis, token: str, per_second: float) -> RedisBudget:
+    """The one budget every worker shares for this integration token."""
+    return RedisBudget(conn, BUDGET_PREFIX, token, per_second)
 
 
 def make_client(token: str, base_url: str, timeout: float) -> Client:
@@ -70,7 +78,7 @@ class NotionApi:
     def _send(self, what: str, call: Callable[..., Any], args: tuple, kwargs: dict, *, safe: bool) -> Any:
         last = ""
         for attempt in range(self.attempts):
-            self.budget.acquire()
+            self._acquire()
             try:
                 return call(*args, **kwargs)
             except HTTPResponseError as exc:
@@ -90,6 +98,15 @@ class NotionApi:
                     raise Ambiguous(f"Notion {what}: {last}") from None
             time.sleep(min(0.1 * 2**attempt, 5.0))
         raise SinkError(f"Notion {what} kept failing after {self.attempts} attempts; last: {last}")
+
+    def _acquire(self) -> None:
+        try:
+            self.budget.acquire()
+        except LimitExceeded as exc:
+            raise SinkError(
+                f"the Notion request budget for this integration is booked {exc.wait:.0f} s ahead "
+                "(Retry-After from Notion or many workers); the delivery is retried later"
+            ) from None
 
     def _settle(self, what: str, exc: HTTPResponseError, safe: bool) -> bool:
         """Raise when the caller must decide; else retry, at once (True: Retry-After is booked) or after a backoff."""

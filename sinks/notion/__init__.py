@@ -24,12 +24,11 @@ import redis
 from ocr_core.job import ImageJob, OcrResult
 from ocrhub.settings import Settings
 from sinks.base import SinkConfigError, SinkContext, SinkError
-from sinks.notion_api import Ambiguous, NotionApi, NotionRejected, make_client
-from sinks.notion_budget import RedisBudget
-from sinks.notion_ids import compact, parse_object_id
-from sinks.notion_image import DEFAULT_LIMIT, Prepared, prepare
-from sinks.notion_page import BLOCKS_PER_REQUEST, check_template, image_block, paragraphs, properties, row_key
-from sinks.notion_schema import BY_KEY, Schema, check, column_names, find_data_source
+from sinks.notion.api import Ambiguous, NotionApi, NotionRejected, make_client, shared_budget
+from sinks.notion.ids import compact, parse_object_id
+from sinks.notion.image import DEFAULT_LIMIT, Prepared, prepare
+from sinks.notion.page import BLOCKS_PER_REQUEST, check_template, image_block, paragraphs, properties, row_key
+from sinks.notion.schema import BY_KEY, Schema, check, column_names, find_data_source
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +103,7 @@ class NotionSink:
         self.max_pixels = settings.max_image_pixels
         self.marker_ttl = settings.blob_ttl
         self.client = make_client(config.token, config.base_url, config.timeout)
-        self.api = NotionApi(self.client, RedisBudget(conn, config.token, config.rate), attempts=ATTEMPTS)
+        self.api = NotionApi(self.client, shared_budget(conn, config.token, config.rate), attempts=ATTEMPTS)
         self._schema: Schema | None = None
         self._broken: tuple[SinkConfigError, float] | None = None
         self._upload_limit = DEFAULT_LIMIT

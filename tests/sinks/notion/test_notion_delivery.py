@@ -20,7 +20,7 @@ from ocr_core.job import ImageJob, OcrResult
 from ocrhub.settings import Settings
 from ocrhub.worker import build_worker
 from sinks.local import LocalStore
-from sinks.notion_page import row_key
+from sinks.notion.page import row_key
 from tests.emulators.notion import NotionEmulator
 
 LONG_TEXT = "\n".join(f"{i:03d} " + "长文本 line of recognised text " * 3 for i in range(250))

@@ -12,7 +12,7 @@ from typing import Any
 
 from ocr_core.job import ImageJob, OcrResult
 from sinks.base import SinkConfigError
-from sinks.notion_schema import Schema
+from sinks.notion.schema import Schema
 
 TEXT_LIMIT = 2000
 ARRAY_LIMIT = 100

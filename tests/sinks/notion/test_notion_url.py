@@ -10,7 +10,7 @@ import redis
 from ocrhub.settings import Settings
 from sinks.base import SinkConfigError, SinkContext, get_sink, sink_from_url
 from sinks.notion import NotionSink, parse_url
-from sinks.notion_ids import parse_object_id
+from sinks.notion.ids import parse_object_id
 
 ID = "1f2e3d4c5b6a49788796a5b4c3d2e1f0"
 DASHED = "1f2e3d4c-5b6a-4978-8796-a5b4c3d2e1f0"

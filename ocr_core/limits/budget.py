@@ -1,9 +1,9 @@
-"""One request budget per Notion integration token, shared by every worker process through Redis.
+"""A request budget per scope (for Notion: per integration token), shared by every worker process through Redis.
 
-Notion allows about three requests per second per integration and answers 429 beyond that.
-A generic cell rate algorithm keeps one "theoretical arrival time" per token in Redis; each
-request reserves the next free slot and sleeps until it. A Retry-After pushes that time out
-for everybody, so one worker's 429 slows all of them instead of each finding out on its own.
+A service allows so many requests per second per scope and answers 429 beyond that. A generic
+cell rate algorithm keeps one "theoretical arrival time" per scope in Redis; each request
+reserves the next free slot and sleeps until it. A Retry-After pushes that time out for
+everybody, so one worker's 429 slows all of them instead of each finding out on its own.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Protocol
 
 import redis
 
-from sinks.base import SinkError
+from ocr_core.limits import LimitExceeded
 
-# KEYS[1]: the token's arrival-time key. ARGV: interval_us, burst, max_wait_us.
+# KEYS[1]: the scope's arrival-time key. ARGV: interval_us, burst, max_wait_us.
 # Returns the microseconds to sleep before sending, or -1 - wait when the wait exceeds max_wait.
 _RESERVE = """
 local t = redis.call('TIME')
@@ -33,7 +33,7 @@ redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', math.ceil((next_
 return wait
 """
 
-# KEYS[1]: the token's arrival-time key. ARGV: pause_us (already including the burst allowance).
+# KEYS[1]: the scope's arrival-time key. ARGV: pause_us (already including the burst allowance).
 _PAUSE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -48,21 +48,23 @@ return 0
 
 class Budget(Protocol):
     def acquire(self) -> None:
-        """Block until a request may be sent; SinkError when that would take longer than allowed."""
+        """Block until a request may be sent; LimitExceeded when that would take longer than allowed."""
 
     def pause(self, seconds: float) -> None:
-        """Nobody sends for `seconds` (Notion's Retry-After)."""
+        """Nobody sends for `seconds` (the service's Retry-After)."""
 
 
-def budget_key(token: str) -> str:
-    # A hash, never the token: Redis keys show up in monitoring tools.
-    return f"ocrhub:notion:budget:{hashlib.sha256(token.encode()).hexdigest()[:16]}"
+def budget_key(prefix: str, scope: str) -> str:
+    # A hash, never the scope itself: a scope may be a secret (an API token), and Redis keys show up in monitoring tools.
+    return f"{prefix}:{hashlib.sha256(scope.encode()).hexdigest()[:16]}"
 
 
 class RedisBudget:
-    def __init__(self, conn: redis.Redis, token: str, per_second: float, *, burst: int = 1, max_wait: float = 120.0) -> None:
+    def __init__(
+        self, conn: redis.Redis, prefix: str, scope: str, per_second: float, *, burst: int = 1, max_wait: float = 120.0
+    ) -> None:
         self.conn = conn
-        self.key = budget_key(token)
+        self.key = budget_key(prefix, scope)
         self.interval_us = int(1_000_000 / per_second)
         self.burst = burst
         self.max_wait_us = int(max_wait * 1_000_000)
@@ -72,10 +74,8 @@ class RedisBudget:
     def acquire(self) -> None:
         wait_us = int(self._reserve(keys=[self.key], args=[self.interval_us, self.burst, self.max_wait_us]))
         if wait_us < 0:
-            raise SinkError(
-                f"the Notion request budget for this integration is booked {(-wait_us - 1) / 1e6:.0f} s ahead "
-                "(Retry-After from Notion or many workers); the delivery is retried later"
-            )
+            wait = (-wait_us - 1) / 1e6
+            raise LimitExceeded(f"the request budget for this scope is booked {wait:.0f} s ahead", wait)
         if wait_us:
             time.sleep(wait_us / 1_000_000)
 
@@ -86,7 +86,7 @@ class RedisBudget:
 
 
 class LocalBudget:
-    """The same algorithm inside one process, for commands that run without a hub (`ocrhub notion init`)."""
+    """The same algorithm inside one process, for commands that run without a hub (e.g. `ocrhub notion init`); it never refuses."""
 
     def __init__(self, per_second: float) -> None:
         self.interval = 1.0 / per_second

@@ -7,14 +7,14 @@ from urllib.parse import urlsplit
 import click
 import redis
 
+from ocr_core.limits.budget import Budget, LocalBudget
 from ocrhub import runtime
 from ocrhub.settings import Settings, SettingsError, get_settings
 from sinks.base import SinkConfigError, SinkError, sink_url_for
 from sinks.notion import NotionConfig, parse_url
-from sinks.notion_api import NotionApi, make_client
-from sinks.notion_budget import Budget, LocalBudget, RedisBudget
-from sinks.notion_ids import compact, parse_object_id
-from sinks.notion_schema import Schema, add_missing, check, create_database, find_data_source, label
+from sinks.notion.api import NotionApi, make_client, shared_budget
+from sinks.notion.ids import compact, parse_object_id
+from sinks.notion.schema import Schema, add_missing, check, create_database, find_data_source, label
 
 SINK_HELP = "A sink name from OCRHUB_SINKS (or a notion:// URL) naming the database; default: the OCRHUB_NOTION_* settings."
 
@@ -90,7 +90,7 @@ def _budget(settings: Settings, config: NotionConfig) -> Budget:
         conn.ping()
     except (RuntimeError, redis.RedisError):
         return LocalBudget(config.rate)
-    return RedisBudget(conn, config.token, config.rate)
+    return shared_budget(conn, config.token, config.rate)
 
 
 def _columns(schema: Schema) -> str:

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from ocrhub.settings import Settings
-from sinks.notion_cli import notion as notion_group
+from sinks.notion.cli import notion as notion_group
 from tests.emulators.notion import NotionEmulator
 from tests.emulators.notion_workspace import FULL_SCHEMA
 

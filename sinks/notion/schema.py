@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sinks.base import SinkConfigError
-from sinks.notion_api import NotionApi, NotionNotFound
-from sinks.notion_ids import compact
+from sinks.notion.api import NotionApi, NotionNotFound
+from sinks.notion.ids import compact
 
 
 @dataclass(frozen=True)

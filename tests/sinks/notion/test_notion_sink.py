@@ -17,7 +17,7 @@ from ocr_core.job import ImageJob, OcrResult
 from ocrhub.settings import Settings
 from sinks.base import SinkConfigError, SinkContext, SinkError
 from sinks.notion import NotionSink
-from sinks.notion_page import row_key
+from sinks.notion.page import row_key
 from tests.emulators.notion import NotionEmulator
 
 LONG_TEXT = "\n".join([f"{i:04d} 第{i}行 " + "lorem ipsum dolor " * 2 for i in range(290)] + ["L" * 4700])

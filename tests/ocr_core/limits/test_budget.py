@@ -1,4 +1,4 @@
-"""The per-token request budget, shared through a real Redis by budgets that know nothing of each other."""
+"""The per-scope request budget (Notion: per token), shared through a real Redis by budgets that know nothing of each other."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import time
 import pytest
 import redis
 
+from ocr_core.limits import LimitExceeded
+from ocr_core.limits.budget import RedisBudget
 from ocrhub.redis_server import EmbeddedRedis
-from sinks.base import SinkError
-from sinks.notion_budget import RedisBudget
 
+PREFIX = "ocrhub:test:budget"
 TOKEN = "ntn_budget_secret"
 
 
 def spend(url: str, token: str, rate: float, count: int, stamps: list[float]) -> None:
     """One worker: its own connection and its own budget object; only Redis is shared."""
-    budget = RedisBudget(redis.Redis.from_url(url), token, rate)
+    budget = RedisBudget(redis.Redis.from_url(url), PREFIX, token, rate)
     for _ in range(count):
         budget.acquire()
         stamps.append(time.monotonic())
@@ -48,16 +49,16 @@ def test_other_tokens_have_their_own_budget(redis_server: EmbeddedRedis, conn: r
 
 
 def test_retry_after_pauses_every_worker(redis_server: EmbeddedRedis, conn: redis.Redis) -> None:
-    RedisBudget(redis.Redis.from_url(redis_server.url), TOKEN, 50).pause(1.0)
+    RedisBudget(redis.Redis.from_url(redis_server.url), PREFIX, TOKEN, 50).pause(1.0)
     started = time.monotonic()
-    RedisBudget(redis.Redis.from_url(redis_server.url), TOKEN, 50).acquire()
+    RedisBudget(redis.Redis.from_url(redis_server.url), PREFIX, TOKEN, 50).acquire()
     assert 0.9 <= time.monotonic() - started < 1.5
 
 
 def test_a_wait_beyond_the_limit_is_a_retry_later(conn: redis.Redis) -> None:
-    budget = RedisBudget(conn, TOKEN, 50, max_wait=1.0)
+    budget = RedisBudget(conn, PREFIX, TOKEN, 50, max_wait=1.0)
     budget.pause(30)
     started = time.monotonic()
-    with pytest.raises(SinkError, match="booked 30 s ahead"):
+    with pytest.raises(LimitExceeded, match="booked 30 s ahead"):
         budget.acquire()
     assert time.monotonic() - started < 0.5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ocr_core.job import ImageJob, OcrResult
-from sinks.notion_page import (
+from sinks.notion.page import (
     batches,
     clip,
     first_line,
@@ -16,7 +16,7 @@ from sinks.notion_page import (
     title,
     utf16_len,
 )
-from sinks.notion_schema import Schema
+from sinks.notion.schema import Schema
 
 JOB = ImageJob(
     platform="feishu", bot_id="cli_a", chat_id="oc_team", message_id="om_42", image_key="img_v3_1",

@@ -1,4 +1,4 @@
-"""A sliding-window limit shared by every worker: Feishu allows a bot 5 messages per second in one chat."""
+"""A sliding-window limit shared by every worker: at most `limit` events per `window` seconds per key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import redis
 
-PREFIX = "ocrhub:feishu:rate"
+from ocr_core.limits import LimitExceeded
 
 # Times come from Redis, not from each worker's clock, so workers on different hosts agree.
 # Returns 0 when a slot was taken, else the microseconds until the oldest slot frees up.
@@ -29,26 +29,25 @@ return math.max(1, tonumber(oldest[2]) + window - now)
 """
 
 
-class RateLimitTimeout(Exception):
-    """No slot came free within the allowed wait."""
-
-
-class ChatRateLimiter:
-    def __init__(self, conn: redis.Redis, limit: int = 5, window: float = 1.0, sleep: Callable[[float], None] = time.sleep) -> None:
+class SlidingWindow:
+    def __init__(
+        self, conn: redis.Redis, prefix: str, limit: int, window: float = 1.0, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self.prefix = prefix
         self.limit = limit
         self.window_us = int(window * 1_000_000)
         self.sleep = sleep
         self._acquire = conn.register_script(ACQUIRE)
 
-    def acquire(self, scope: str, timeout: float = 30.0) -> None:
-        """Block until this process may send one message to `scope` (a bot's chat)."""
+    def acquire(self, key: str, timeout: float = 30.0) -> None:
+        """Block until this process may take one slot for `key` (stored at `<prefix>:<key>`)."""
         deadline = time.monotonic() + timeout
         member = uuid.uuid4().hex
         while True:
-            wait_us = int(self._acquire(keys=[f"{PREFIX}:{scope}"], args=[self.window_us, self.limit, member]))
+            wait_us = int(self._acquire(keys=[f"{self.prefix}:{key}"], args=[self.window_us, self.limit, member]))
             if wait_us == 0:
                 return
             wait = wait_us / 1_000_000
             if time.monotonic() + wait > deadline:
-                raise RateLimitTimeout(f"more than {self.limit} messages per {self.window_us / 1e6:g} s queued for {scope}")
+                raise LimitExceeded(f"more than {self.limit} per {self.window_us / 1e6:g} s queued for {key}", wait)
             self.sleep(wait)
