@@ -115,10 +115,12 @@ class VllmEngine:
     def _read_page(self, page: Page, prompt: str, request: ReadRequest) -> str:
         cost = page.tokens + PROMPT_TOKENS + self.settings.vllm_max_tokens
         image_url = page.data_url()
-        failures, backoff = [], 0.2
+        failures, failed_on, backoff = [], set(), 0.2
         while True:
+            others = [sid for sid in self.clients if sid not in failed_on]
             try:
-                lease = self.permits.acquire(cost, request.fair_key, request.deadline)
+                # A retry goes to another server while there is one.
+                lease = self.permits.acquire(cost, request.fair_key, request.deadline, servers=others or None)
             except PermitTimeout as exc:
                 raise Deferred(f"every vLLM permit stayed busy: {exc}", delay=5.0) from None
             client = self.clients[lease.server]
@@ -135,6 +137,7 @@ class VllmEngine:
             except ServerFailed as exc:
                 self.permits.release(lease, "fail")
                 failures.append(str(exc))
+                failed_on.add(lease.server)
                 log.warning("vLLM request failed: %s", exc)
                 if len(failures) >= FAILED_ATTEMPTS:
                     raise TransientError("vLLM requests failed: " + "; ".join(failures)) from None

@@ -141,6 +141,7 @@ if outcome == 'ok' then
     redis.call('HSET', key, 'state', 'closed', 'limit', 1, 'reason', 'trial request succeeded: slow start')
   end
   if tonumber(redis.call('HGET', key, 'fails') or '0') > 0 then redis.call('HSET', key, 'fails', 0) end
+  if tonumber(redis.call('HGET', key, 'opens') or '0') > 0 then redis.call('HSET', key, 'opens', 0) end
   redis.call('HINCRBY', key, 'ok', 1)
 elseif outcome == 'reject' then
   redis.call('HINCRBY', key, 'rejections', 1)
@@ -205,7 +206,7 @@ class Permits:
         conn: redis.Redis,
         servers: Sequence[str],
         *,
-        lease_ttl: float = 15.0,
+        lease_ttl: float = 8.0,
         failures_to_open: int = 3,
         cooldown: float = 2.0,
         prefix: str = PREFIX,

@@ -119,6 +119,13 @@ class VllmClient:
             raise RequestRejected(f"{self.url}: HTTP {exc.status_code}: {_message(exc)}") from None
         except (openai.APIConnectionError, openai.APITimeoutError, httpx.HTTPError) as exc:
             raise ServerFailed(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        except openai.APIError as exc:
+            # An error event inside a 200 stream: vLLM admits a request, renders its image, and only
+            # then finds its queue full; the event carries the status the plain answer would have had.
+            code = exc.body.get("code") if isinstance(exc.body, dict) else None
+            if code == 503:
+                raise Overloaded(f"{self.url}: {exc.message}") from None
+            raise ServerFailed(f"{self.url}: error in the answer stream: {exc.message}") from None
         text = "".join(parts)
         if self.stop_repeats and not looped:
             cut = repeated_tail(text)

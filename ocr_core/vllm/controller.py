@@ -107,17 +107,20 @@ class Controller:
     def tick(self) -> None:
         now = time.monotonic()
         for sid, url in self.ids.items():
-            self._observe(sid, url, now)
+            switched = self._observe(sid, url, now)
             state = servers.read(self.conn, sid, prefix=self.prefix)
             window = self.windows[sid]
             window.saturated += state.in_flight >= state.limit > 0
             if self.policy.auto and now - window.decided_at >= self.policy.interval:
                 self._decide(sid, state, window, now)
-            self._slow_start(sid, servers.read(self.conn, sid, prefix=self.prefix))
+            if not switched:  # a circuit that just closed starts from one request, for one tick at least
+                self._slow_start(sid, servers.read(self.conn, sid, prefix=self.prefix))
 
     # -- observing ---------------------------------------------------------------------------------
-    def _observe(self, sid: str, url: str, now: float) -> None:
+    def _observe(self, sid: str, url: str, now: float) -> bool:
+        """Scrape the server; open or close its circuit on its health. True when the circuit switched."""
         window = self.windows[sid]
+        switched = False
         healthy, error = self._get(f"{url}/health")
         snapshot = None
         if healthy is not None:
@@ -131,9 +134,11 @@ class Controller:
         if healthy is None and window.health_failures >= self.policy.health_failures_to_open and state.state != "open":
             servers.open_circuit(self.conn, sid, f"health check failed: {error}", self.policy.cooldown, prefix=self.prefix)
             log.warning("vLLM %s: circuit open (health check failed: %s)", url, error)
+            switched = True
         elif healthy is not None and state.state == "open" and time.time() * 1000 >= state.open_until_ms:
             servers.close_circuit(self.conn, sid, "healthy again: slow start", prefix=self.prefix)
             log.info("vLLM %s: healthy again, slow start", url)
+            switched = True
         kv = self.policy.kv_tokens or int((snapshot.kv_tokens if snapshot else 0) * self.policy.kv_fraction)
         if kv and kv != state.kv_tokens:
             self.conn.hset(servers.server_key(sid, self.prefix), "kv_tokens", kv)
@@ -149,6 +154,7 @@ class Controller:
             },
             prefix=self.prefix,
         )
+        return switched
 
     def _get(self, url: str) -> tuple[str | None, str]:
         try:
