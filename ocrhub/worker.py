@@ -120,11 +120,13 @@ def run_worker(conn: redis.Redis, settings: Settings, *, burst: bool = False, na
         thread.start()
     try:
         worked = worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+    except SystemExit:
+        raise  # cold shutdown: the threads die with the process, the supervisor hands their jobs back
     finally:
         for helper in helpers:
             helper._stop_requested = True  # each finishes the job in hand, then leaves
-        for thread in threads:
-            thread.join()
+    for thread in threads:
+        thread.join()
     return worked
 
 

@@ -71,7 +71,10 @@ class VllmEngine:
         if conn is None:
             from ocrhub.runtime import connect
 
-            conn = connect(self.settings)
+            try:
+                conn = connect(self.settings)
+            except RuntimeError as exc:  # the permits are shared through Redis: no Redis, no engine
+                raise ValueError(f"the vllm engine shares its limit through Redis: {exc}") from None
         self.conn = conn
         self.threads = threads
         key = self.settings.vllm_api_key.get_secret_value()
