@@ -72,7 +72,7 @@ class ThreadWorker(OcrWorker):
         if timeout is None:  # burst: one look, no wait
             return super().dequeue_job_and_maintain_ttl(None, max_idle_time)
         while not self._stop_requested:
-            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=2)
+            result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time=5)
             if result is not None:
                 return result
         return None

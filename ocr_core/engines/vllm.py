@@ -18,7 +18,7 @@ import redis
 from PIL import Image
 
 from ocr_core.engines import PageReading, ReadRequest, get_engine
-from ocr_core.errors import Deferred, TransientError
+from ocr_core.errors import Deferred, ImageError, TransientError
 from ocr_core.job import Line
 from ocr_core.limits.leases import NoServer, Permits, PermitTimeout
 from ocr_core.tiling import read_tiled
@@ -104,7 +104,7 @@ class VllmEngine:
     # -- reading -------------------------------------------------------------------------------
     def read(self, image: Image.Image, request: ReadRequest) -> PageReading:
         prompt = prompt_for(request.task)
-        texts, lines = [], []
+        texts = []
         try:
             for page in pages(image, self.settings.vllm_max_side):
                 text = self._read_page(page, prompt, request)
@@ -145,9 +145,14 @@ class VllmEngine:
                 if len(failures) >= FAILED_ATTEMPTS:
                     raise TransientError("vLLM requests failed: " + "; ".join(failures)) from None
                 continue
-            except RequestRejected:
+            except RequestRejected as exc:
                 self.permits.release(lease, "none")
-                raise
+                if exc.status in (401, 403):
+                    raise TransientError(f"vLLM refused the API key (check OCRHUB_VLLM_API_KEY): {exc}") from None
+                if exc.status == 404:
+                    raise TransientError(f"vLLM does not serve that model (check OCRHUB_VLLM_MODEL): {exc}") from None
+                # The request itself: this image (too large for the model's context, unreadable); sinks hear why.
+                raise ImageError(f"the OCR model refused this image: {exc}") from None
             except BaseException:
                 self.permits.release(lease, "none")  # a job timeout or a stop: not the server's fault
                 raise

@@ -191,7 +191,8 @@ class Controller:
             queued = newest.queue_time_count - first.queue_time_count
             queue_time = (newest.queue_time_sum - first.queue_time_sum) / queued if queued > 0 else 0.0
             kv_peak = max(s.kv_usage for s in samples)
-            headroom = max(1.0, 0.1 * target)
+            # A few waiting inside vLLM keep its batch full while the next images are prepared.
+            headroom = max(2.0, 0.25 * target)
             if refused > 0:
                 cut, reason = 0.7, f"vLLM refused {refused:.0f} request(s) (503)"
             elif preempted > 0:
@@ -207,6 +208,7 @@ class Controller:
                 if new != target:
                     servers.set_limit(self.conn, sid, limit=state.limit, target=new,
                                       reason=f"kept up at {target} (waiting {waiting:.1f}): raised to {new}", prefix=self.prefix)
+                    log.info("vLLM %s: kept up at %d, limit raised to %d", self.ids[sid], target, new)
                 return
         if cut < 1.0:
             new = max(policy.min_limit, min(target - 1, math.floor(target * cut)))

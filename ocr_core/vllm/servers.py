@@ -91,12 +91,15 @@ def save_metrics(conn: redis.Redis, sid: str, metrics: dict[str, Any], *, prefix
 
 def read(conn: redis.Redis, sid: str, *, prefix: str = PREFIX) -> ServerState:
     key = server_key(sid, prefix)
+    # Live leases only: an expired one (its holder died) is gone, whether or not a waiter purged it yet.
     pipe = conn.pipeline()
     pipe.hgetall(key)
-    pipe.zcard(f"{key}:leases")
-    pipe.hvals(f"{key}:costs")
-    raw, in_flight, costs = pipe.execute()
+    pipe.zrangebyscore(f"{key}:leases", int(time.time() * 1000), "+inf")
+    pipe.hgetall(f"{key}:costs")
+    raw, live, all_costs = pipe.execute()
     data = {k.decode(): v.decode() for k, v in raw.items()}
+    in_flight = len(live)
+    costs = [all_costs[member] for member in live if member in all_costs]
 
     def number(name: str) -> int:
         try:

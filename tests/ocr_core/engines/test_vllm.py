@@ -134,3 +134,16 @@ def test_configuration_problems_name_the_setting() -> None:
     assert "OCRHUB_VLLM_URLS" in configuration_problems(load_settings(ocr_engine="vllm"))[0]
     problems = configuration_problems(load_settings(ocr_engine="vllm", vllm_urls="http://x:1", vllm_fallback="tesseract"))
     assert problems and "OCRHUB_VLLM_FALLBACK" in problems[0]
+
+
+def test_a_wrong_model_or_key_is_retried_with_the_setting_named(conn: redis.Redis, emulator: VllmEmulator, engines: list) -> None:
+    engine = make_engine(conn, emulator.url, vllm_model="tencent/NotThere")
+    engines.append(engine)
+    with pytest.raises(TransientError, match="OCRHUB_VLLM_MODEL"):
+        engine.read(pixel_text_image("x"), soon())
+    with VllmEmulator(api_key="right", step_base=0.002) as guarded:
+        engine = make_engine(conn, guarded.url, vllm_api_key="wrong")
+        engines.append(engine)
+        with pytest.raises(TransientError, match="OCRHUB_VLLM_API_KEY"):
+            engine.read(pixel_text_image("x"), soon())
+    assert servers.read(conn, servers.server_id(emulator.url)).fails == 0  # not the server's fault
