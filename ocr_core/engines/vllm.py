@@ -9,6 +9,7 @@ goes back to Redis and runs later) or is read by the fallback engine, and the re
 
 from __future__ import annotations
 
+import atexit
 import logging
 import random
 import threading
@@ -89,11 +90,15 @@ class VllmEngine:
         self.permits = Permits(conn, list(self.clients))
         self.controller = Controller(conn, self.settings.vllm_urls, self.policy, model=self.settings.vllm_model, api_key=key)
         self._stop = threading.Event()
-        threading.Thread(target=self.controller.run, args=(self._stop,), name="ocrhub-vllm-controller", daemon=True).start()
+        self._controller = threading.Thread(target=self.controller.run, args=(self._stop,), name="ocrhub-vllm-controller", daemon=True)
+        self._controller.start()
+        atexit.register(self.close)  # stop the controller before interpreter exit freezes it mid-request
 
     def close(self) -> None:
         self._stop.set()
         self.permits.close()
+        if self._controller is not threading.current_thread():
+            self._controller.join(timeout=3.0)
 
     def warm_up(self) -> None:
         """Nothing to load: say which servers answer, without failing a worker whose server is still starting."""

@@ -16,11 +16,13 @@ always fits an empty server, however large.
 
 from __future__ import annotations
 
+import atexit
 import os
 import socket
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -230,6 +232,7 @@ class Permits:
         self._lock = threading.Lock()
         self._wake = threading.Condition()
         self._threads_started = False
+        self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
     # -- waiting room -------------------------------------------------------------------------
@@ -272,7 +275,11 @@ class Permits:
             return len(self._held)
 
     def close(self) -> None:
+        """Stop the background threads; they leave within a second, closing their Redis subscription."""
         self._stop.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
 
     # -- background: keep leases alive, wake waiters when a permit frees ------------------------
     def _start_threads(self) -> None:
@@ -280,8 +287,13 @@ class Permits:
             if self._threads_started:
                 return
             self._threads_started = True
-        threading.Thread(target=self._renew_loop, name="ocrhub-lease-renewer", daemon=True).start()
-        threading.Thread(target=self._listen_loop, name="ocrhub-lease-wakeups", daemon=True).start()
+        self._threads = [
+            threading.Thread(target=self._renew_loop, name="ocrhub-lease-renewer", daemon=True),
+            threading.Thread(target=self._listen_loop, name="ocrhub-lease-wakeups", daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        _open.add(self)
 
     def _renew_loop(self) -> None:
         period = max(0.2, self.lease_ttl_ms / 1000 / 4)
@@ -297,8 +309,8 @@ class Permits:
 
     def _listen_loop(self) -> None:
         while not self._stop.is_set():
+            pubsub = self.conn.pubsub(ignore_subscribe_messages=True)
             try:
-                pubsub = self.conn.pubsub(ignore_subscribe_messages=True)
                 pubsub.subscribe(f"{self.prefix}:released")
                 while not self._stop.is_set():
                     if pubsub.get_message(timeout=1.0) is not None:
@@ -306,3 +318,20 @@ class Permits:
                             self._wake.notify_all()
             except (redis.RedisError, OSError, ValueError):  # ValueError: the client was closed under us
                 self._stop.wait(1.0)
+            finally:
+                # Closed here, by its own thread: left to the garbage collector at interpreter exit, a
+                # subscription waits for a pool lock that a frozen daemon thread may hold, for ever.
+                try:
+                    pubsub.close()
+                except (redis.RedisError, OSError, ValueError):
+                    pass
+
+
+_open: weakref.WeakSet[Permits] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """At exit, before daemon threads are frozen: stop every renewer and listener cleanly."""
+    for permits in list(_open):
+        permits.close()

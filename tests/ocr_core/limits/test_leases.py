@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -20,12 +21,26 @@ def soon(seconds: float = 10.0) -> float:
     return time.monotonic() + seconds
 
 
+@pytest.fixture(autouse=True)
+def closed_after_each_test(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every Permits a test makes is closed at its end, its threads gone with it."""
+    made: list[Permits] = []
+    original = Permits.__init__
+
+    def tracked(self: Permits, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        made.append(self)
+
+    monkeypatch.setattr(Permits, "__init__", tracked)
+    yield
+    for permits in made:
+        permits.close()
+
+
 @pytest.fixture
 def one_server(conn: redis.Redis) -> tuple[Permits, str]:
     sid = servers.register(conn, URL_A, 4)
-    permits = Permits(conn, [sid], lease_ttl=2.0)
-    yield permits, sid
-    permits.close()
+    return Permits(conn, [sid], lease_ttl=2.0), sid
 
 
 def test_many_threads_never_hold_more_than_the_limit(one_server: tuple[Permits, str], conn: redis.Redis) -> None:

@@ -58,6 +58,7 @@ def test_auto_raises_the_limit_while_the_server_keeps_up_and_ocrhub_uses_it(conn
     assert "raised to 5" in final.reason
     for lease in held:
         permits.release(lease)
+    permits.close()
 
 
 def test_auto_does_not_raise_a_limit_nobody_uses(conn: redis.Redis, emulator: VllmEmulator) -> None:
