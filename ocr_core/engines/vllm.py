@@ -80,15 +80,14 @@ class VllmEngine:
         self.threads = threads
         key = self.settings.vllm_api_key.get_secret_value()
         self.policy = policy_for(self.settings)
+        # The controller registers the servers; the clients are keyed by the ids it gave them.
+        self.controller = Controller(conn, self.settings.vllm_urls, self.policy, model=self.settings.vllm_model, api_key=key)
         self.clients = {
-            servers.register(conn, url, self.policy.initial): VllmClient(
-                url, model=self.settings.vllm_model, api_key=key, timeout=self.settings.vllm_timeout,
-                stop_repeats=self.settings.vllm_stop_repeats,
-            )
-            for url in self.settings.vllm_urls
+            sid: VllmClient(url, model=self.settings.vllm_model, api_key=key, timeout=self.settings.vllm_timeout,
+                            stop_repeats=self.settings.vllm_stop_repeats)
+            for sid, url in self.controller.ids.items()
         }
         self.permits = Permits(conn, list(self.clients))
-        self.controller = Controller(conn, self.settings.vllm_urls, self.policy, model=self.settings.vllm_model, api_key=key)
         self._stop = threading.Event()
         self._controller = threading.Thread(target=self.controller.run, args=(self._stop,), name="ocrhub-vllm-controller", daemon=True)
         self._controller.start()

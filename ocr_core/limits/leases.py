@@ -231,7 +231,6 @@ class Permits:
         self._held: dict[str, str] = {}  # lease id → server
         self._lock = threading.Lock()
         self._wake = threading.Condition()
-        self._threads_started = False
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
 
@@ -270,10 +269,6 @@ class Permits:
             self._held.pop(lease.lease_id, None)
         self._release(args=[self.prefix, lease.server, lease.lease_id, outcome, self.failures_to_open, self.cooldown_ms])
 
-    def held(self) -> int:
-        with self._lock:
-            return len(self._held)
-
     def close(self) -> None:
         """Stop the background threads; they leave within a second, closing their Redis subscription."""
         self._stop.set()
@@ -284,9 +279,8 @@ class Permits:
     # -- background: keep leases alive, wake waiters when a permit frees ------------------------
     def _start_threads(self) -> None:
         with self._lock:
-            if self._threads_started:
+            if self._threads:
                 return
-            self._threads_started = True
         self._threads = [
             threading.Thread(target=self._renew_loop, name="ocrhub-lease-renewer", daemon=True),
             threading.Thread(target=self._listen_loop, name="ocrhub-lease-wakeups", daemon=True),
