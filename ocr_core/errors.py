@@ -24,3 +24,12 @@ class Deferred(OcrHubError):
     def __init__(self, message: str, delay: float = 10.0) -> None:
         super().__init__(message)
         self.delay = delay
+
+
+class IntakeFull(Exception):
+    """Redis is close to its memory cap: refuse new work at the door (503) rather than lose queued work."""
+
+    def __init__(self, used: int, limit: int) -> None:
+        super().__init__(f"Redis holds {used} of {limit} bytes allowed for intake: try again later")
+        self.used = used
+        self.limit = limit

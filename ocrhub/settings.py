@@ -78,6 +78,13 @@ class Settings(BaseSettings):
 
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
+    api_token: SecretStr = Field(default=SecretStr(""), description="Bearer token for /api/* and the API docs; unset: `ocrhub up` generates one into data_dir/api-token (mode 0600).")
+    metrics_public: bool = Field(default=True, description="/metrics answers without the API token (for a Prometheus on the same network).")
+    request_timeout: Annotated[float, Field(gt=0)] = Field(default=30.0, description="Seconds a client may take to send a request's headers and body.")
+
+    redis_port: Annotated[int, Field(ge=0, le=65535)] = Field(default=0, description="Port of the embedded redis-server; 0 = a free one, published in data_dir/hub.json.")
+    redis_maxmemory: Annotated[int, Field(ge=0)] = Field(default=1024 * 1024 * 1024, description="Memory cap of the embedded redis-server in bytes (no eviction); 0 = none.")
+    intake_memory_fraction: Annotated[float, Field(gt=0, le=1)] = Field(default=0.8, description="Webhooks and uploads answer 503 once Redis uses this fraction of its maxmemory.")
 
     sinks: dict[str, str] = Field(default_factory=dict, description="Named sinks as JSON: {\"kb\": \"notion://…\"}; 'local' is always defined.")
     routes: dict[str, list[str]] = Field(default_factory=dict, description="JSON: chat id (or 'platform:*') → sink names.")
@@ -102,6 +109,7 @@ class Settings(BaseSettings):
     notion_title: str = Field(default="", description="Page title template, e.g. \"{date} {sender}: {first_line}\"; empty = the first meaningful line.")
 
     log_level: str = "INFO"
+    log_json: bool = Field(default=False, description="One JSON object per log line, with the job id where there is one.")
 
     @field_validator("retry_intervals", mode="before")
     @classmethod

@@ -4,7 +4,8 @@ Every worker process runs a candidate; the one holding a short lock in Redis act
 to take over when it dies. Each tick it reads every server's `/health` and `/metrics`; every
 `interval` it may move a server's target limit:
 
-- cut (×0.7–0.8) when requests wait inside vLLM beyond a little headroom, their queue time grows,
+- cut (×0.7–0.8) when more requests wait inside vLLM than it runs at once (or than a little
+  headroom), they queue longer than vLLM takes to serve one,
   the KV cache is nearly full, preemptions rise, vLLM refuses requests (503), or the metrics are
   stale (a server that cannot say how it is doing counts as overloaded);
 - raise by one when the server kept up while ocrhub used the whole limit;
@@ -190,9 +191,14 @@ class Controller:
             waiting = sum(s.waiting for s in samples) / len(samples)
             queued = newest.queue_time_count - first.queue_time_count
             queue_time = (newest.queue_time_sum - first.queue_time_sum) / queued if queued > 0 else 0.0
+            served = newest.inference_time_count - first.inference_time_count
+            service_time = (newest.inference_time_sum - first.inference_time_sum) / served if served > 0 else 0.0
             kv_peak = max(s.kv_usage for s in samples)
-            # A few waiting inside vLLM keep its batch full while the next images are prepared.
-            headroom = max(2.0, 0.25 * target)
+            # Up to one batch waiting inside vLLM keeps the batch full while the next images are
+            # prepared (vLLM decodes and resizes an image before it schedules it); more only adds delay.
+            batch = max(s.running for s in samples)
+            headroom = max(2.0, 0.25 * target, batch)
+            queue_limit = max(1.0, 1.5 * service_time)
             if refused > 0:
                 cut, reason = 0.7, f"vLLM refused {refused:.0f} request(s) (503)"
             elif preempted > 0:
@@ -201,8 +207,8 @@ class Controller:
                 cut, reason = 0.8, f"KV cache {kv_peak:.0%} full"
             elif waiting > headroom:
                 cut, reason = 0.8, f"{waiting:.1f} request(s) waiting inside vLLM on average"
-            elif queue_time > 1.0:
-                cut, reason = 0.8, f"requests queued {queue_time:.1f} s inside vLLM"
+            elif queue_time > queue_limit:
+                cut, reason = 0.8, f"requests queued {queue_time:.1f} s inside vLLM (served in {service_time:.1f} s)"
             elif saturated and now >= window.held_until and state.limit >= target:
                 new = min(policy.max_limit, target + 1)
                 if new != target:

@@ -23,6 +23,8 @@ class Snapshot:
     queue_time_sum: float
     queue_time_count: float
     rejections: float
+    inference_time_sum: float
+    inference_time_count: float
     kv_tokens: int  # KV cache capacity in tokens (num_gpu_blocks × block_size), 0 when not published
 
 
@@ -62,5 +64,7 @@ def parse(text: str, *, model: str = "", at: float | None = None) -> Snapshot:
         queue_time_sum=totals.get("vllm:request_queue_time_seconds_sum", 0.0),
         queue_time_count=totals.get("vllm:request_queue_time_seconds_count", 0.0),
         rejections=totals.get("vllm:admission_rejections_total", 0.0),
+        inference_time_sum=totals.get("vllm:request_inference_time_seconds_sum", 0.0),
+        inference_time_count=totals.get("vllm:request_inference_time_seconds_count", 0.0),
         kv_tokens=kv_tokens,
     )

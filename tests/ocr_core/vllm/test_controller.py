@@ -79,6 +79,18 @@ def test_auto_cuts_when_requests_wait_inside_vllm(conn: redis.Redis, emulator: V
         t.join()
 
 
+def test_auto_lets_one_batch_wait_inside_vllm(conn: redis.Redis, emulator: VllmEmulator) -> None:
+    # Four running and four waiting: the waiting ones are being prepared for the next batch.
+    emulator.set(max_num_seqs=4, step_base=0.02)
+    controller = Controller(conn, [emulator.url], Policy(auto=True, start=8, **FAST))
+    threads = flood(emulator, 8)
+    ticks(controller, 1.0)
+    assert state(conn, controller).target == 8, state(conn, controller).reason
+    emulator.set(max_num_seqs=16)
+    for t in threads:
+        t.join()
+
+
 def test_auto_cuts_on_preemptions(conn: redis.Redis, emulator: VllmEmulator) -> None:
     emulator.set(kv_tokens=256, max_num_seqs=8, step_base=0.01)
     controller = Controller(conn, [emulator.url], Policy(auto=True, start=8, **FAST))
