@@ -183,7 +183,7 @@ def start_fleet(redis_url: str, vllm_url: str, workers: int, concurrency: str, d
     env.update(
         PYTHONPATH=str(ROOT), OCRHUB_REDIS_URL=redis_url, OCRHUB_DATA_DIR=str(data), OCRHUB_OCR_ENGINE="vllm",
         OCRHUB_VLLM_URLS=vllm_url, OCRHUB_VLLM_MODEL=MODEL, OCRHUB_VLLM_CONCURRENCY=concurrency,
-        OCRHUB_VLLM_MAX_CONCURRENCY="16", OCRHUB_VLLM_MAX_TOKENS=str(MAX_TOKENS), OCRHUB_VLLM_TIMEOUT="10",
+        OCRHUB_VLLM_MAX_CONCURRENCY="16", OCRHUB_VLLM_MAX_TOKENS=str(MAX_TOKENS), OCRHUB_VLLM_TIMEOUT="30",
         OCRHUB_WORKERS=str(workers), OCRHUB_ROUTES=json.dumps({"*": []}), OCRHUB_LOG_LEVEL="WARNING",
         OCRHUB_RETRY_INTERVALS="2,5,10,20",
     )
@@ -342,7 +342,7 @@ def sigkill(conn: redis.Redis, fleet: Fleet, url: str) -> dict:
         time.sleep(0.05)
     back = time.monotonic() - killed
     # What `ocrhub up` does for a worker that died: its jobs back to the queue at once.
-    from ocrhub.worker import reap
+    from ocrhub.reaper import reap
 
     reap(conn, settings, f"bench-{fleet.processes.index(victim)}")
     feeder.join()

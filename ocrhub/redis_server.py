@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -40,12 +42,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """`with EmbeddedRedis(folder) as server:` gives `server.url`; the data survives restarts (AOF + RDB)."""
 
-    def __init__(self, folder: Path, port: int = 0, host: str = "127.0.0.1", persist: bool = True) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        persist: bool = True,
+        maxmemory: int = 0,
+        die_with_parent: bool = False,
+    ) -> None:
         self.folder = Path(folder)
         self.host = host
         self.port = port or free_port(host)
         self.persist = persist
+        self.maxmemory = maxmemory
+        self.die_with_parent = die_with_parent
         self.process: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
 
     @property
     def url(self) -> str:
@@ -66,7 +79,17 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1"]
         else:
             args += ["--appendonly", "no", "--save", ""]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, start_new_session=True)
+        if self.maxmemory:
+            # Queue data must never be evicted: past the cap Redis refuses writes, and intake answers
+            # 503 before that (OCRHUB_INTAKE_MEMORY_FRACTION).
+            args += ["--maxmemory", str(self.maxmemory), "--maxmemory-policy", "noeviction"]
+        self.process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=die_with_parent(os.getpid()) if self.die_with_parent else None,
+        )
         client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
@@ -82,7 +105,11 @@ class EmbeddedRedis:
                     raise RuntimeError(f"redis-server did not answer on {self.url} within {timeout:.0f} s") from None
                 time.sleep(0.05)
         client.close()
+        self.started_at = time.monotonic()
         return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -108,3 +135,20 @@ def pid_alive(pid: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def die_with_parent(parent: int, sig: int = signal.SIGTERM):  # noqa: ANN201
+    """A `preexec_fn`: the child gets `sig` when the process that started it dies, even by SIGKILL.
+
+    Linux only (prctl PR_SET_PDEATHSIG); elsewhere a no-op, and the next hub stops the orphans."""
+
+    def arrange() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, sig)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return arrange

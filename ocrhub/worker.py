@@ -4,26 +4,53 @@ from __future__ import annotations
 
 import importlib
 import logging
-import socket
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 
 import redis
 from PIL import Image
 from rq import SimpleWorker
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
+from rq.exceptions import StopRequested
+from rq.job_lifecycle import call_exception_handlers
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.timeouts import TimerDeathPenalty
 
 from ocr_core.engines import get_engine
-from ocr_core.errors import Deferred, PermanentError
-from ocr_core.queue import DELIVER, all_queues
+from ocr_core.errors import Deferred, OcrHubError, PermanentError
+from ocr_core.queue import DELIVER, PROCESS, all_queues
 from ocr_core.sources import FETCHERS
-from ocrhub.redis_server import pid_alive
+from ocrhub.reaper import clear_stale_scheduler_locks
 from ocrhub.settings import Settings
 from sinks.base import SCHEMES
 
 log = logging.getLogger(__name__)
+
+
+# Everything a worker may run. Anyone who can write to Redis can queue a job naming any function;
+# without this list a job naming os.system would run, as whoever runs the worker.
+JOB_FUNCTIONS = frozenset({PROCESS, DELIVER, "bots.feishu.intake.expand"})
+
+
+class RefusedJob(PermanentError):
+    """A job naming a function that is not one of ocrhub's own."""
+
+
+class OcrhubJob(Job):
+    """An RQ job that resolves only the functions in JOB_FUNCTIONS, and no callbacks at all."""
+
+    @property
+    def func(self):  # noqa: ANN201
+        if self.instance is not None or self.func_name not in JOB_FUNCTIONS:
+            raise RefusedJob(f"refused to run {self.func_name!r}: not one of ocrhub's job functions (someone wrote this job into Redis)")
+        return super().func
+
+    # Callbacks are imported by name too, and ocrhub's jobs have none.
+    success_callback = property(lambda self: None)
+    failure_callback = property(lambda self: None)
+    stopped_callback = property(lambda self: None)
 
 
 def stop_retrying_permanent_errors(job, exc_type, exc_value, traceback) -> bool:  # noqa: ANN001
@@ -41,9 +68,16 @@ class OcrWorker(SimpleWorker):
     registry for later, without spending one of its retries and without an error in the log."""
 
     def handle_exception(self, job, *exc_info):  # noqa: ANN001, ANN002
-        if isinstance(exc_info[1], Deferred):
-            job.deferred_for = exc_info[1].delay
-            self.log.info("job %s deferred for %g s: %s", job.id, exc_info[1].delay, exc_info[1])
+        error = exc_info[1]
+        if isinstance(error, Deferred):
+            job.deferred_for = error.delay
+            self.log.info("job %s deferred for %g s: %s", job.id, error.delay, error)
+            return
+        if isinstance(error, OcrHubError):
+            # Its message is meant for a person (a bad image, Notion's answer): one line, no traceback.
+            outcome = "failed" if isinstance(error, PermanentError) or not job.retries_left else "will be retried"
+            self.log.warning("job %s %s: %s", job.id, outcome, " ".join(str(error).split()) or type(error).__name__)
+            call_exception_handlers(self._exc_handlers, job, *exc_info)
             return
         super().handle_exception(job, *exc_info)
 
@@ -83,9 +117,62 @@ def build_worker(conn: redis.Redis, settings: Settings, name: str | None = None,
         all_queues(conn, settings),
         connection=conn,
         serializer=JSONSerializer,
+        job_class=OcrhubJob,
         exception_handlers=[stop_retrying_permanent_errors],
         name=name,
     )
+
+
+class Scheduler:
+    """RQ's scheduler (scheduled retries, deferred jobs) as a thread of the worker, that lives through
+    Redis outages.
+
+    RQ's own runs in a forked process that dies at the first lost connection and is restarted only
+    at the ten-minute maintenance; its lock outlives a killed holder by a minute. Here every worker
+    tries for the locks every second, and locks of dead processes of this machine are cleared."""
+
+    def __init__(self, conn: redis.Redis, settings: Settings, name: str, interval: int = 1) -> None:
+        self.rq = RQScheduler(all_queues(conn, settings), connection=conn, serializer=JSONSerializer, name=f"{name}-scheduler", interval=interval)
+        self.rq._connection = conn
+        self.interval = interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"{name}-scheduler", daemon=True)
+
+    def start(self) -> Scheduler:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        try:
+            self.rq.release_locks()
+            self.rq.register_death()
+        except redis.RedisError:
+            pass
+
+    def _run(self) -> None:
+        backoff = 1.0
+        born = False
+        while not self.stop.is_set():
+            try:
+                if not born:
+                    self.rq.register_birth()
+                    born = True
+                if self.rq.acquired_locks != self.rq._queue_names:
+                    clear_stale_scheduler_locks(self.rq.connection, self.rq._queue_names - self.rq.acquired_locks)
+                    self.rq.acquire_locks()
+                else:
+                    self.rq.heartbeat()
+                if self.rq.acquired_locks:
+                    self.rq.enqueue_scheduled_jobs()
+                backoff = 1.0
+                self.stop.wait(self.interval)
+            except redis.RedisError as exc:
+                log.warning("scheduler: %s: %s; trying again in %.0f s", type(exc).__name__, exc, backoff)
+                self.rq._acquired_locks = set()  # whether they survived is known only once Redis is back
+                self.stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
 
 
 def warm_up(settings: Settings) -> None:
@@ -104,70 +191,71 @@ def warm_up(settings: Settings) -> None:
 
 
 def run_worker(conn: redis.Redis, settings: Settings, *, burst: bool = False, name: str | None = None) -> bool:
-    """The main worker in this thread (signals, scheduler), plus `threads_per_worker - 1` thread workers named `<name>.<n>`."""
+    """The main worker in this thread (signals), a scheduler thread, and `threads_per_worker - 1`
+    thread workers named `<name>.<n>`. A Redis outage is waited out, never a reason to exit."""
     logging.getLogger("rq.worker").setLevel(settings.log_level)
     warm_up(settings)
-    worker = build_worker(conn, settings, name)
+    backoff = 1.0
+    while True:
+        worker = build_worker(conn, settings, name)
+        try:
+            return _work(conn, settings, worker, burst)
+        except StopRequested:
+            return False
+        except (redis.ConnectionError, redis.TimeoutError, ValueError) as exc:
+            if isinstance(exc, ValueError) and "exists an active worker" not in str(exc):
+                raise
+            log.warning("worker %s: Redis unreachable (%s); starting again in %.0f s", worker.name, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            _forget(worker, settings)
+
+
+def _work(conn: redis.Redis, settings: Settings, worker: OcrWorker, burst: bool) -> bool:
     helpers = [
         build_worker(redis.Redis(connection_pool=conn.connection_pool), settings, f"{worker.name}.{n}", ThreadWorker)
         for n in range(2, settings.threads_per_worker + 1)
     ]
     threads = [
-        threading.Thread(target=helper.work, kwargs={"burst": burst, "logging_level": settings.log_level}, name=helper.name, daemon=True)
+        threading.Thread(target=_work_thread, args=(helper, burst, settings), name=helper.name, daemon=True)
         for helper in helpers
     ]
+    scheduler = None if burst else Scheduler(conn, settings, worker.name).start()
     for thread in threads:
         thread.start()
     try:
-        worked = worker.work(burst=burst, with_scheduler=True, logging_level=settings.log_level)
+        if burst:  # one pass of the scheduler, as RQ's burst mode does
+            return worker.work(burst=True, with_scheduler=True, logging_level=settings.log_level)
+        return worker.work(logging_level=settings.log_level)
     except SystemExit:
         raise  # cold shutdown: the threads die with the process, the supervisor hands their jobs back
     finally:
         for helper in helpers:
             helper._stop_requested = True  # each finishes the job in hand, then leaves
-    for thread in threads:
-        thread.join()
-    return worked
+        for thread in threads:
+            thread.join()
+        if scheduler is not None:
+            scheduler.close()
 
 
-def reap(conn: redis.Redis, settings: Settings, worker_name: str) -> list[str]:
-    """After a worker died without saying so (SIGKILL, OOM): retry its jobs now, free its name.
-
-    RQ would find the jobs only once their timeout had passed; the supervisor knows at once.
-    Returns the ids of the jobs handed back to their queues (or to the failed registry when
-    no retries were left).
-    """
-    reaped = []
-    for queue in all_queues(conn, settings):
-        registry = queue.started_job_registry
-        in_queue = []
-        for entry in conn.zrange(registry.key, 0, -1):
-            job_id = registry.parse_job_id(entry.decode())
-            job = queue.fetch_job(job_id)
-            if job is not None and _same_process(job.worker_name, worker_name) and job.get_status() == "started":
-                conn.zadd(registry.key, {entry: 0}, xx=True)  # expired now: cleanup() retries it
-                in_queue.append(job_id)
-        if in_queue:
-            registry.cleanup(exception_handlers=[stop_retrying_permanent_errors])
-        reaped += in_queue
-    for dead in SimpleWorker.all(connection=conn):
-        if _same_process(dead.name, worker_name):
-            dead.register_death()
-    if reaped:
-        log.warning("worker %s died; its jobs go back to the queue: %s", worker_name, ", ".join(reaped))
-    return reaped
+def _work_thread(worker: ThreadWorker, burst: bool, settings: Settings) -> None:
+    backoff = 1.0
+    while not worker._stop_requested:
+        try:
+            worker.work(burst=burst, logging_level=settings.log_level)
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.warning("worker %s: Redis unreachable (%s); starting again in %.0f s", worker.name, exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+            _forget(worker, settings)
 
 
-def _same_process(name: str | None, worker_name: str) -> bool:
-    """`worker_name` or one of its thread workers (`<worker_name>.<n>`)."""
-    return bool(name) and (name == worker_name or name.startswith(worker_name + "."))
+def _forget(worker: OcrWorker, settings: Settings) -> None:
+    """After an outage: hand back what this worker held (its job's end was never written), free its name."""
+    from ocrhub.reaper import reap
 
-
-def reap_stale(conn: redis.Redis, settings: Settings) -> list[str]:
-    """Workers of this machine that RQ still lists but whose process is gone (a hub killed outright)."""
-    reaped = []
-    for worker in SimpleWorker.all(connection=conn):
-        if worker.hostname == socket.gethostname() and worker.pid and not pid_alive(worker.pid) and "." not in worker.name:
-            reaped += reap(conn, settings, worker.name)
-    return reaped
-
+    try:
+        reap(worker.connection, settings, worker.name)
+    except redis.RedisError:
+        pass

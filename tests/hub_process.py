@@ -33,6 +33,23 @@ class Hub:
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-6000:]
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The API token the hub generated into its data folder (OCRHUB_API_TOKEN when set)."""
+        return {"Authorization": f"Bearer {(self.data / 'api-token').read_text().strip()}"}
+
+    def get(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.get(f"{self.url}{path}", **{"headers": self.headers, "timeout": 10, **kwargs})  # type: ignore[arg-type]
+
+    def post(self, path: str, **kwargs: object) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", **{"headers": self.headers, "timeout": 10, **kwargs})  # type: ignore[arg-type]
+
+    def published(self) -> dict:
+        return json.loads((self.data / "hub.json").read_text())
+
+    def child_pid(self, name: str) -> int:
+        return next(c["pid"] for c in self.published()["children"] if c["name"] == name)
+
 
 def hub_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     """This process's environment without its OCRHUB_* settings: data under tmp_path/hub, a free API port, `settings` on top."""
@@ -41,35 +58,49 @@ def hub_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def start_hub(tmp_path: Path, env: dict[str, str], log_name: str = "hub.log") -> Hub:
+    """`ocrhub up` with `env`, once its API answers; the caller stops it."""
+    data, port = Path(env["OCRHUB_DATA_DIR"]), env["OCRHUB_API_PORT"]
+    log = tmp_path / log_name
+    with log.open("ab") as out:
+        process = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + STARTUP
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"ocrhub up exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"no /healthz within {STARTUP:.0f} s:\n{log.read_text()[-4000:]}")
+        time.sleep(0.2)
+    published = json.loads((data / "hub.json").read_text())
+    return Hub(url, redis.Redis.from_url(published["redis_url"]), process, data, log)
+
+
+def stop_hub(hub: Hub) -> None:
+    if hub.process.poll() is not None:
+        return
+    hub.process.send_signal(signal.SIGINT)
+    try:
+        hub.process.wait(90)
+    except subprocess.TimeoutExpired:
+        hub.process.kill()
+        hub.process.wait()
+
+
 @contextmanager
 def running_hub(tmp_path: Path, **settings: str) -> Iterator[Hub]:
     """A hub with its data under tmp_path/hub, a free API port and `settings` (OCRHUB_* names) on top.
 
     The tests package is importable in the hub's processes, so test engines can be named by dotted path.
     """
-    env = hub_environment(tmp_path, **settings)
-    data, port = Path(env["OCRHUB_DATA_DIR"]), env["OCRHUB_API_PORT"]
-    log = tmp_path / "hub.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "up"], env=env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    hub = start_hub(tmp_path, hub_environment(tmp_path, **settings))
     try:
-        deadline = time.monotonic() + STARTUP
-        while True:
-            assert process.poll() is None, f"ocrhub up exited with {process.returncode}:\n{log.read_text()[-4000:]}"
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, f"no /healthz within {STARTUP:.0f} s:\n{log.read_text()[-4000:]}"
-            time.sleep(0.2)
-        published = json.loads((data / "hub.json").read_text())
-        yield Hub(url, redis.Redis.from_url(published["redis_url"]), process, data, log)
+        yield hub
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(90)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_hub(hub)

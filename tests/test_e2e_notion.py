@@ -86,7 +86,7 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, hub: Hub, ever
 
 def drained(hub: Hub) -> bool:
     """Nothing queued, running or waiting for a retry, on any queue."""
-    queues = httpx.get(f"{hub.url}/api/queue", timeout=5).json()
+    queues = hub.get("/api/queue").json()
     return all(q["queued"] == q["started"] == q["scheduled"] == 0 for q in queues.values())
 
 
@@ -192,7 +192,7 @@ def test_group_images_become_complete_notion_rows(tmp_path: Path, feishu: Feishu
             assert events.deliver(webhook, event).json()["status"] == "queued"
         wait_until(lambda: len(feishu.all_replies()) >= 4 and len(notion.workspace.rows(source_id)) >= 4 and settled(hub), 240, "4 replies and 4 rows", hub)
         local = LocalStore(hub.data / "results.sqlite3")
-        failed = httpx.get(f"{hub.url}/api/failed", timeout=5).json()["failed"]
+        failed = hub.get("/api/failed").json()["failed"]
     assert hub.process.returncode == 0, hub.tail()
     assert failed == []
 
@@ -290,7 +290,7 @@ def test_100_images_through_faults_and_a_killed_worker_give_exactly_100_rows(
         wait_until(lambda: settled(hub), 150, "the queues drained", hub, every=0.5)
         notion.calm()
         workers = Worker.all(connection=hub.conn)
-        failed = httpx.get(f"{hub.url}/api/failed", timeout=5).json()["failed"]
+        failed = hub.get("/api/failed").json()["failed"]
         local = LocalStore(hub.data / "results.sqlite3")
         texts = {image.job.job_id: (stored.text if (stored := local.get(image.job.job_id)) else "") for image in images}
     assert hub.process.returncode == 0, hub.tail()

@@ -36,7 +36,7 @@ def png(text: str) -> bytes:
 def upload(hub: Hub, texts: list[str]) -> list[str]:
     paths = []
     for text in texts:
-        response = httpx.post(f"{hub.url}/api/images", files={"file": ("x.png", png(text))}, timeout=10)
+        response = hub.post("/api/images", files={"file": ("x.png", png(text))}, timeout=10)
         assert response.status_code == 202, response.text
         paths.append(response.json()["status_url"])
     return paths
@@ -69,7 +69,7 @@ def test_images_are_read_through_vllm_within_one_limit_across_processes(tmp_path
         assert {b["engine"] for b in bodies} == {"vllm"}
         stats = emulator.stats()
         assert stats["peak_inflight"] == 3  # the limit, reached and never passed, by two processes together
-        engine = httpx.get(f"{hub.url}/api/engine", timeout=5).json()
+        engine = hub.get("/api/engine").json()
         [server] = engine["vllm"]["servers"]
         assert (server["limit"], server["in_flight"], server["state"]) == (3, 0, "closed")
         env = {k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}
@@ -86,13 +86,13 @@ def test_an_outage_loses_nothing_and_spends_no_retries(tmp_path, emulator: VllmE
         emulator.set(down=True)
         paths = upload(hub, texts)
         time.sleep(6)  # every worker finds the server gone: circuits open, jobs deferred back to Redis
-        server = httpx.get(f"{hub.url}/api/engine", timeout=5).json()["vllm"]["servers"][0]
+        server = hub.get("/api/engine").json()["vllm"]["servers"][0]
         assert server["state"] == "open", server
         emulator.set(down=False)
         bodies = wait_read(hub, paths, timeout=120)
         assert [b["status"] for b in bodies] == ["finished"] * len(texts)
         assert [b["text"] for b in bodies] == texts
-        failed = httpx.get(f"{hub.url}/api/failed", timeout=5).json()["failed"]
+        failed = hub.get("/api/failed").json()["failed"]
         assert failed == []
     assert "deferred" in hub.log.read_text()
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -39,18 +41,23 @@ def test_up_reads_submitted_images_and_stops_cleanly(tmp_path):
         assert submitted.stdout.split() == expected
 
         other = words(32, 2)
-        upload = httpx.post(f"{hub.url}/api/images", files={"file": ("x.png", encode(text_image([" ".join(other)]), "PNG"))}, timeout=10)
+        upload = hub.post("/api/images", files={"file": ("x.png", encode(text_image([" ".join(other)]), "PNG"))}, timeout=10)
         assert upload.status_code == 202
-        job_path = upload.json()["status_url"]
+        job_url = urljoin(hub.url, upload.json()["status_url"])
         deadline = time.monotonic() + 60
-        while (body := httpx.get(hub.url + job_path, timeout=5).json())["status"] != "finished":
+        while (body := httpx.get(job_url, headers=hub.headers, timeout=5).json())["status"] != "finished":
             assert body["status"] in {"queued", "started", "scheduled"} and time.monotonic() < deadline, body
             time.sleep(0.2)
         assert body["text"].split() == other
 
-        found = httpx.get(f"{hub.url}/api/search", params={"q": expected[1]}, timeout=5).json()["results"]
+        found = hub.get("/api/search", params={"q": expected[1]}, timeout=5).json()["results"]
         assert [r["text"].split() for r in found] == [expected]
-        assert httpx.post(f"{hub.url}/api/images", content=b"", timeout=5).status_code == 400
+        assert hub.post("/api/images", content=b"").status_code == 400
+        assert httpx.get(job_url, timeout=5).status_code == 401  # nothing without the token
+        # Private to its owner: the queue, the store and the token.
+        assert stat.S_IMODE(hub.data.stat().st_mode) == 0o700
+        for path in [hub.data / "api-token", hub.data / "hub.json", hub.data / "results.sqlite3", *(hub.data / "redis").iterdir()]:
+            assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, path
     out = hub.log.read_text()
     assert hub.process.returncode == 0, out
     assert "ocrhub stopped" in out
@@ -61,7 +68,7 @@ def test_up_reads_submitted_images_and_stops_cleanly(tmp_path):
 
     # The queue and results survive a restart: the embedded Redis persists under the data folder.
     with running_hub(tmp_path) as hub:
-        assert httpx.get(hub.url + job_path, timeout=5).json()["status"] == "finished"
+        assert httpx.get(job_url.replace(job_url.split("/api/")[0], hub.url), headers=hub.headers, timeout=5).json()["status"] == "finished"
     assert hub.process.returncode == 0
 
 

@@ -13,7 +13,8 @@ from rq.serializers import JSONSerializer
 
 from ocr_core import queue
 from ocr_core.status import job_state
-from ocrhub.worker import reap, run_worker, warm_up
+from ocrhub.reaper import reap
+from ocrhub.worker import run_worker, warm_up
 from tests import fakes
 
 
@@ -54,16 +55,53 @@ def test_a_deferred_job_runs_later_without_spending_a_retry(conn: redis.Redis, s
     assert state.result is not None and state.result.engine == "tests.fakes:DeferringEngine"
 
 
-def test_reap_hands_back_the_jobs_of_every_thread_of_a_dead_process(conn: redis.Redis, settings, set_env) -> None:
-    settings = set_env(ocr_engine="tests.fakes:CountingEngine")
-    job = queue.submit_bytes(conn, png(), settings, source="test")
+def test_a_job_naming_any_other_function_is_refused_not_run(conn: redis.Redis, settings, tmp_path) -> None:
+    # What anyone with write access to Redis could queue: before the allow-list, it ran.
+    marker = tmp_path / "pwned"
     q = queue.ocr_queue(conn, settings)
-    rq_job = q.fetch_job(queue.ocr_job_id(job.job_id))
-    # As a thread worker of process "dead-1" leaves it when killed mid-job.
-    q.remove(rq_job.id)
-    rq_job.worker_name = "dead-1.3"
-    rq_job.set_status("started")
-    rq_job.save()
-    conn.zadd(q.started_job_registry.key, {f"{rq_job.id}:execution": time.time() + 600})
-    assert reap(conn, settings, "dead-1") == [rq_job.id]
-    assert reap(conn, settings, "dead-10") == []
+    evil = q.enqueue_call("os.system", args=(f"touch {marker}",), job_id="evil")
+    run_worker(conn, settings, burst=True)
+    assert not marker.exists()
+    evil = Job.fetch("evil", connection=conn, serializer=JSONSerializer)
+    assert evil.get_status() == "failed"
+    assert "refused to run 'os.system'" in evil.latest_result().exc_string
+
+
+PLANTED = []
+
+
+def planted_callback(*args: object) -> None:
+    PLANTED.append(args)
+
+
+def test_a_callback_named_in_a_job_is_never_imported(conn: redis.Redis, settings) -> None:
+    job = queue.submit_bytes(conn, png(), settings, source="test")
+    rq_id = queue.ocr_job_id(job.job_id)
+    conn.hset(f"rq:job:{rq_id}", "success_callback_name", "tests.test_worker.planted_callback")
+    assert Job.fetch(rq_id, connection=conn, serializer=JSONSerializer)._success_callback_name  # RQ reads it
+    run_worker(conn, settings, burst=True)
+    assert job_state(conn, job.job_id).status == "finished"
+    assert PLANTED == []
+
+
+def test_scheduled_retries_run_on_time_though_a_dead_process_held_the_scheduler_lock(conn: redis.Redis, settings) -> None:
+    from datetime import timedelta
+
+    from rq.scheduler import RQScheduler
+
+    from ocrhub.worker import Scheduler
+
+    q = queue.ocr_queue(conn, settings)
+    # As an unclean stop leaves it: the lock and its holder's record, the holder gone.
+    conn.set(RQScheduler.get_locking_key(q.name), "gone", ex=60)
+    conn.hset("rq:scheduler:gone", mapping={"hostname": __import__("socket").gethostname(), "pid": 2**22 + 12345})
+    job = q.enqueue_in(timedelta(seconds=1), "ocr_core.pipeline.process", job_id="later")
+    scheduler = Scheduler(conn, settings, "sched-test").start()
+    try:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and job.id not in q.job_ids:
+            time.sleep(0.1)
+        assert job.id in q.job_ids  # RQ's own scheduler would wait for its ten-minute maintenance
+    finally:
+        scheduler.close()
+    assert conn.get(RQScheduler.get_locking_key(q.name)) is None  # released at close
