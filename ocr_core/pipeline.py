@@ -1,4 +1,8 @@
-"""The job a worker runs for each image: fetch once, read (or reuse a cached reading), hand to sinks."""
+"""The job a worker runs for each image: fetch once, read (or reuse a cached reading), hand to sinks.
+
+The image bytes stay in Redis while this job may run again and while a delivery may need them
+(see `ocr_core.store`): once the result is handed on, the job lets go of them.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,15 @@ import redis
 from rq import get_current_job
 
 from ocr_core import queue, reader, sources, store
-from ocr_core.engines import ReadRequest, get_engine
-from ocr_core.errors import ImageError, PermanentError
+from ocr_core.engines import Engine, PageEngine, ReadRequest, get_engine
+from ocr_core.errors import Deferred, ImageError, PermanentError
 from ocr_core.job import ImageJob, OcrResult
 from ocr_core.routes import sinks_for, task_for
+from ocrhub import metrics
 from ocrhub.settings import Settings, get_settings
+
+OCR_SECONDS = "ocrhub_ocr_seconds"
+OCR_TOTAL = "ocrhub_ocr_total"
 
 
 def process(payload: dict[str, Any]) -> dict[str, Any]:
@@ -22,7 +30,16 @@ def process(payload: dict[str, Any]) -> dict[str, Any]:
     rq_job = get_current_job()
     if rq_job is None:
         raise RuntimeError("ocr_core.pipeline.process runs inside an RQ worker")
-    return run(ImageJob.from_dict(payload), rq_job.connection, get_settings()).summary()
+    job, conn, settings = ImageJob.from_dict(payload), rq_job.connection, get_settings()
+    try:
+        outcome = run(job, conn, settings)
+    except Exception as exc:
+        if queue.fails_for_good(rq_job, exc):
+            # An admin may requeue it from the failed registry: its bytes stay, for a bounded while.
+            store.release_image(conn, job.job_id, store.READER, keep_for=settings.failed_blob_ttl)
+        raise
+    store.release_image(conn, job.job_id, store.READER)
+    return outcome.summary()
 
 
 class Outcome:
@@ -72,7 +89,7 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
         request = ReadRequest(task=task, fair_key=f"{job.platform}:{job.bot_id}:{job.chat_id}", deadline=deadline)
         engine = get_engine(engine_name, settings.threads_per_engine)
         try:
-            reading = reader.read_bytes(data, engine, settings, request)
+            reading = _read_counted(conn, data, engine, settings, request)
         except ImageError as exc:
             lines, width, height, error = (), 0, 0, str(exc)
         else:
@@ -97,9 +114,30 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
     )
     store.save_result(conn, result, settings.blob_ttl)
     sinks = sinks_for(job, settings.routes)
+    if result.ok:
+        # Before the deliveries exist, so that none can finish before its hold is counted.
+        store.hold_image(conn, job.job_id, [store.delivery_holder(sink) for sink in sinks], settings.blob_ttl)
     for sink in sinks:
         queue.enqueue_delivery(conn, job.job_id, sink, settings)
     if error:
         # Sinks still hear why (a chat user gets a reason, not silence); the job itself fails for good.
         raise ImageError(error)
     return Outcome(result, sinks, cached is not None)
+
+
+def _read_counted(conn: redis.Redis, data: bytes, engine: Engine | PageEngine, settings: Settings, request: ReadRequest) -> reader.Reading:
+    """`reader.read_bytes`, timed and counted by engine for /metrics."""
+    started = time.perf_counter()
+    try:
+        reading = reader.read_bytes(data, engine, settings, request)
+    except Deferred:
+        raise  # not now, and no fault of the engine's: the job runs again later
+    except ImageError:
+        metrics.count(conn, OCR_TOTAL, {"engine": engine.name, "outcome": "image_error"})
+        raise
+    except Exception:
+        metrics.count(conn, OCR_TOTAL, {"engine": engine.name, "outcome": "error"})
+        raise
+    metrics.observe(conn, OCR_SECONDS, {"engine": reading.engine}, time.perf_counter() - started)
+    metrics.count(conn, OCR_TOTAL, {"engine": reading.engine, "outcome": "ok"})
+    return reading

@@ -1,25 +1,99 @@
-"""What the core keeps in Redis: image bytes for retries, results for sinks, a cache by image hash."""
+"""What the core keeps in Redis: image bytes while a job still needs them, results for sinks, a cache by image hash.
+
+Image bytes are the bulk of Redis's memory, so they live only as long as someone holds them:
+the job that reads them (`READER`), then each delivery of a readable result (`delivery_holder`),
+since a sink may upload the image and a retry must find it. The last holder to finish deletes
+them. One that failed for good leaves them a bounded while (`keep_for`), for an admin's requeue.
+The TTL given when they were saved stays the upper bound whatever happens to a holder.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 
 import redis
+from redis.client import Pipeline
 
 from ocr_core.job import ImageJob, Line, OcrResult
 
 PREFIX = "ocrhub"
+READER = "read"
 
 
 def blob_key(job_id: str) -> str:
     return f"{PREFIX}:blob:{job_id}"
 
 
+def holders_key(job_id: str) -> str:
+    return f"{PREFIX}:blob-holders:{job_id}"
+
+
+def kept_key(job_id: str) -> str:
+    """Exists while a holder that failed for good wants the bytes kept."""
+    return f"{PREFIX}:blob-kept:{job_id}"
+
+
+def delivery_holder(sink: str) -> str:
+    return f"deliver:{sink}"
+
+
 def save_image(conn: redis.Redis, job_id: str, data: bytes, ttl: int) -> str:
+    """Store the bytes, held by the job's reading (`READER`) until it releases them."""
     key = blob_key(job_id)
-    conn.set(key, data, ex=ttl)
+    with conn.pipeline() as pipe:
+        pipe.set(key, data, ex=ttl)
+        _hold(pipe, job_id, [READER], ttl)
+        pipe.execute()
     return key
+
+
+def hold_image(conn: redis.Redis, job_id: str, holders: Iterable[str], ttl: int) -> None:
+    """Keep the bytes until each of `holders` has released them (and no longer than they were saved for)."""
+    with conn.pipeline() as pipe:
+        _hold(pipe, job_id, holders, ttl)
+        pipe.execute()
+
+
+def _hold(pipe: Pipeline, job_id: str, holders: Iterable[str], ttl: int) -> None:
+    names = list(holders)
+    if names:
+        pipe.sadd(holders_key(job_id), *names)
+        pipe.expire(holders_key(job_id), ttl)
+
+
+# KEYS: bytes, holders, kept marker. ARGV: the holder leaving, seconds to keep the bytes after its
+# failure (0: it succeeded). Atomic, so two deliveries finishing together cannot both skip the delete.
+_RELEASE = """
+if redis.call('SREM', KEYS[2], ARGV[1]) == 0 then
+  return 0
+end
+local keep = tonumber(ARGV[2])
+if keep > 0 then
+  redis.call('SET', KEYS[3], '1', 'EX', keep)
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return 1
+end
+local kept = redis.call('PTTL', KEYS[3])
+if kept > 0 then
+  local left = redis.call('PTTL', KEYS[1])
+  if left == -1 or kept < left then
+    redis.call('PEXPIRE', KEYS[1], kept)
+  end
+  return 2
+end
+redis.call('DEL', KEYS[1])
+return 3
+"""
+
+
+def release_image(conn: redis.Redis, job_id: str, holder: str, *, keep_for: int = 0) -> None:
+    """`holder` is done with the bytes for good. The last holder out deletes them, unless a holder
+    failed for good: then they stay `keep_for` seconds after that failure. A holder that never
+    held them (or released them already) changes nothing."""
+    conn.eval(_RELEASE, 3, blob_key(job_id), holders_key(job_id), kept_key(job_id), holder, max(int(keep_for), 0))
 
 
 def load_image(conn: redis.Redis, job: ImageJob | str) -> bytes | None:

@@ -1,4 +1,5 @@
-"""The API token: OCRHUB_API_TOKEN, or one generated into the data folder by the first `ocrhub up`."""
+"""Secrets a hub makes for itself: the API token (unless OCRHUB_API_TOKEN is set) and the embedded
+Redis's password, each generated once into the data folder, readable by its owner only."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 from ocrhub.settings import Settings
 
 TOKEN_FILE = "api-token"
+REDIS_PASSWORD_FILE = "redis-password"
 
 
 def token_file(settings: Settings) -> Path:
@@ -16,13 +18,21 @@ def token_file(settings: Settings) -> Path:
 
 
 def api_token(settings: Settings, *, create: bool = False) -> str:
-    """The token in force; with `create`, generate and store one (mode 0600) when there is none yet.
+    """The token in force; with `create`, generate and store one when there is none yet.
 
     Empty only when neither the setting nor the file exists and `create` is false."""
     configured = settings.api_token.get_secret_value().strip()
     if configured:
         return configured
-    path = token_file(settings)
+    return stored_secret(token_file(settings), create=create)
+
+
+def redis_password(settings: Settings) -> str:
+    """The embedded redis-server's password (`requirepass`), made at its first start."""
+    return stored_secret(settings.data_dir / REDIS_PASSWORD_FILE, create=True)
+
+
+def stored_secret(path: Path, *, create: bool) -> str:
     try:
         stored = path.read_text().strip()
     except FileNotFoundError:
@@ -30,9 +40,9 @@ def api_token(settings: Settings, *, create: bool = False) -> str:
     if stored or not create:
         return stored
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token = secrets.token_urlsafe(32)
+    secret = secrets.token_urlsafe(32)
     # Created 0600 from the start: never a moment where another local user could read it.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    return token
+        handle.write(secret + "\n")
+    return secret

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ocrhub import __version__
+from ocrhub.logs import setup_logging
 from ocrhub.settings import Settings, SettingsError, get_settings
+
+if TYPE_CHECKING:
+    import httpx
+    import redis
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
 
 # Below this many files a progress bar is noise.
 PROGRESS_MIN_FILES = 5
@@ -22,10 +30,6 @@ def load() -> Settings:
         return get_settings()
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def setup_logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,13 +115,19 @@ def serve(host: str | None, port: int | None) -> None:
     settings = load()
     setup_logging(settings)
     from ocrhub.api import create_app
+    from ocrhub.http_timeouts import uvicorn_config
     from ocrhub.runtime import connect
 
     try:
         app = create_app(settings, connect(settings))
     except (RuntimeError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    uvicorn.run(app, host=host or settings.api_host, port=port if port is not None else settings.api_port, log_level=settings.log_level.lower(), access_log=False)
+    # OCRHUB_REQUEST_TIMEOUT bounds how long a client may take over its headers and its body.
+    config = uvicorn_config(
+        app, settings.request_timeout,
+        host=host or settings.api_host, port=port if port is not None else settings.api_port, log_level=settings.log_level.lower(),
+    )
+    uvicorn.Server(config).run()
 
 
 @main.command()
@@ -142,84 +152,355 @@ def up(workers: int | None, port: int | None) -> None:
     sys.exit(Hub(settings).run())
 
 
+@dataclass
+class _Submitted:
+    typed: str
+    job_id: str = ""
+    text: str | None = None
+    error: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.text is not None or bool(self.error)
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--timeout", default=300.0, show_default=True, help="Seconds to wait for all results.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object mapping each path to its text.")
 def submit(files: tuple[Path, ...], timeout: float, as_json: bool) -> None:
-    """Queue FILES on a running hub and wait for their text.
+    """Send FILES to a running hub's API and print their text, in the order given.
 
-    The hub is found through OCRHUB_REDIS_URL or the hub file `ocrhub up` writes.
+    The hub is the one `ocrhub up` published in the data folder, else the API at
+    OCRHUB_API_HOST:OCRHUB_API_PORT. The API token is OCRHUB_API_TOKEN, else the one
+    `ocrhub up` generated in the data folder. Uploads go to the `local` sink unless
+    OCRHUB_ROUTES routes `upload:*` elsewhere.
     """
-    from ocr_core.queue import submit_bytes
-    from ocr_core.status import job_state
+    import httpx
+
+    settings = load()
+    entries = [_Submitted(str(path)) for path in files]
+    told_where = False
+    with _api_client(settings) as client:
+        for entry, path in zip(entries, files):
+            data = path.read_bytes()
+            if len(data) > settings.max_image_bytes:
+                entry.error = f"{len(data)} bytes, over the {settings.max_image_bytes}-byte limit"
+                continue
+            response = _call(client, settings, "POST", "/api/images", files={"file": (path.name, data, "application/octet-stream")})
+            if response.status_code == 202:
+                body = response.json()
+                entry.job_id = body["job_id"]
+                if "sinks" in body and not told_where:
+                    told_where = True
+                    click.echo(f"ocrhub: texts go to {', '.join(body['sinks'])} ({body.get('sinks_from', 'OCRHUB_ROUTES')})", err=True)
+            else:
+                entry.error = f"the hub refused it ({response.status_code}): {_detail(response)}"
+        shown = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            for entry in entries:
+                if not entry.done:
+                    try:
+                        _poll(client, settings, entry)
+                    except httpx.TransportError:
+                        pass  # the hub may be restarting; the deadline decides
+            shown = _show_ready(entries, shown, as_json)
+            if shown == len(entries) or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    for entry in entries[shown:]:
+        if not entry.done:
+            entry.error = f"no result within {timeout:.0f} s (still queued; is a worker running?)"
+    _show_ready(entries, shown, as_json)
+    if as_json:
+        click.echo(json.dumps({e.typed: e.text for e in entries if e.text is not None}, ensure_ascii=False, indent=2))
+    if any(e.error for e in entries):
+        sys.exit(1)
+
+
+def _poll(client: httpx.Client, settings: Settings, entry: _Submitted) -> None:
+    response = _call(client, settings, "GET", f"/api/jobs/{entry.job_id}")
+    if response.status_code == 404:
+        entry.error = f"the hub does not know job {entry.job_id} (any more)"
+        return
+    if response.status_code != 200:
+        return  # a passing 5xx (Redis restarting): ask again
+    body = response.json()
+    if body["status"] == "finished":
+        entry.text = body.get("text") or ""
+    elif body["status"] == "failed":
+        entry.error = body.get("error") or "failed"
+
+
+def _show_ready(entries: list[_Submitted], shown: int, as_json: bool) -> int:
+    """Print the results that are done and have every earlier one done too: argument order, not finishing order."""
+    while shown < len(entries) and entries[shown].done:
+        entry = entries[shown]
+        if entry.error:
+            click.echo(f"ocrhub: {entry.typed}: {entry.error}", err=True)
+        elif not as_json:
+            click.echo(f"==> {entry.typed} <==\n{entry.text}" if len(entries) > 1 else entry.text)
+        shown += 1
+    return shown
+
+
+# A hub listening on every interface is reached over loopback from its own machine.
+WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
+
+
+def api_url(settings: Settings) -> str:
+    """The API of the hub `ocrhub up` published in the data folder, else OCRHUB_API_HOST:OCRHUB_API_PORT."""
+    from ocrhub.runtime import running_hub
+
+    hub = running_hub(settings)
+    if hub and hub.get("api_url"):
+        host, _, port = hub["api_url"].partition("://")[2].rstrip("/").rpartition(":")
+    else:
+        host, port = settings.api_host, str(settings.api_port)
+    if host in WILDCARD_HOSTS:
+        host = "127.0.0.1"
+    elif ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _api_client(settings: Settings) -> httpx.Client:
+    import httpx
+
+    from ocrhub.auth import api_token
+
+    token = api_token(settings)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=api_url(settings), headers=headers, timeout=60.0)
+
+
+def _call(client: httpx.Client, settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to the hub's API; no hub or a refused token ends the command with what to do."""
+    import httpx
+
+    from ocrhub.auth import token_file
+
+    try:
+        response = client.request(method, path, **kwargs)
+    except httpx.ConnectError as exc:
+        raise click.ClickException(
+            f"no hub answers at {client.base_url} ({exc}): start one with `ocrhub up`, or set "
+            "OCRHUB_API_HOST / OCRHUB_API_PORT to where its API listens"
+        ) from None
+    if response.status_code == 401:
+        problem = "refused the API token" if "authorization" in client.headers else "wants an API token and none is set"
+        raise click.ClickException(
+            f"the hub at {client.base_url} {problem}: set OCRHUB_API_TOKEN to the hub's token "
+            f"(a hub that generated its own keeps it in {token_file(settings)})"
+        )
+    return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    return str(detail) if detail else response.text.strip()[:200] or response.reason_phrase
+
+
+@main.command()
+@click.argument("query")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+def search(query: str, limit: int) -> None:
+    """Search the local knowledge base: the text of every image delivered to the `local` sink.
+
+    Reads DATA_DIR/results.sqlite3 directly (no hub, no API token). Exits 1 when nothing matches.
+    """
+    import sqlite3
+
+    from sinks.local import LocalStore
+
+    settings = load()
+    path = settings.data_dir / "results.sqlite3"
+    try:
+        exists = path.is_file()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror}") from None
+    if not exists:
+        raise click.ClickException(
+            f"no local store at {path}: nothing was delivered to the `local` sink with this data folder yet, "
+            "or OCRHUB_DATA_DIR points elsewhere than the hub's"
+        )
+    try:
+        store = LocalStore(path)
+        rows = store.search(query, limit=limit)
+        stored = store.count()
+    except (sqlite3.Error, ValueError, OSError) as exc:
+        raise click.ClickException(f"cannot search {path}: {exc}") from None
+    if not rows:
+        click.echo(f"ocrhub: nothing matches {query!r} in {path} ({stored} texts stored)", err=True)
+        sys.exit(1)
+    for row in rows:
+        click.echo(f"{row.created_at}  {row.platform}:{row.chat_id}  {row.sender}  {row.job_id}")
+        click.echo("    " + row.text.replace("\n", "\n    "))
+
+
+@main.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "every", is_flag=True, help="Every failed job (of the --queue ones, if given).")
+@click.option("--queue", "queue_names", multiple=True, metavar="NAME", help="Only failed jobs of this queue; repeatable. `ocrhub requeue` lists them.")
+def requeue(job_ids: tuple[str, ...], every: bool, queue_names: tuple[str, ...]) -> None:
+    """Hand failed jobs back to their queue, with their retries renewed.
+
+    JOB_IDS are ids as `ocrhub requeue` (or GET /api/failed) lists them, or an image's job id as
+    POST /api/images answers it: its reading and every failed delivery of it. With neither JOB_IDS
+    nor --all, list the failed jobs. Talks to the running hub's Redis (or OCRHUB_REDIS_URL).
+    """
+    import redis
+    from rq.exceptions import InvalidJobOperation, NoSuchJobError
+    from rq.job import Job
+    from rq.registry import FailedJobRegistry
+    from rq.serializers import JSONSerializer
+
+    from ocr_core.queue import all_queues, delivery_job_id, ocr_job_id
     from ocrhub.runtime import connect
 
     settings = load()
     try:
         conn = connect(settings)
-        conn.ping()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means the same thing here
-        raise click.ClickException(f"cannot reach the hub's Redis: {exc}") from None
-    pending = {}
-    for path in files:
-        data = path.read_bytes()
-        if len(data) > settings.max_image_bytes:
-            click.echo(f"ocrhub: {path}: {len(data)} bytes, over the {settings.max_image_bytes}-byte limit", err=True)
-            continue
-        pending[str(path)] = submit_bytes(conn, data, settings, source="cli", name=path.name).job_id
-    texts: dict[str, str] = {}
-    failed = len(files) - len(pending)
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for typed, job_id in list(pending.items()):
-            state = job_state(conn, job_id)
-            if not state.done:
+        queues = all_queues(conn, settings)
+        names = [q.name for q in queues]
+        unknown = sorted(set(queue_names) - set(names))
+        if unknown:
+            raise click.BadParameter(f"no queue {', '.join(unknown)}: the hub's queues are {', '.join(names)}", param_hint="--queue")
+        failed = [
+            (FailedJobRegistry(queue=q), job_id)
+            for q in queues
+            if not queue_names or q.name in queue_names
+            for job_id in FailedJobRegistry(queue=q).get_job_ids()
+        ]
+        if not job_ids and not every:
+            _list_failed(conn, failed)
+            return
+        chosen = failed if every else []
+        missing = []
+        for given in job_ids:
+            matches = [(r, i) for r, i in failed if i in (given, ocr_job_id(given)) or i.startswith(delivery_job_id(given, ""))]
+            chosen += [m for m in matches if m not in chosen]
+            if not matches:
+                missing.append(given)
+        for registry, job_id in chosen:
+            try:
+                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
+                if job.retries_left is not None and job.retry_intervals:
+                    job.retries_left = len(job.retry_intervals)
+                _hold_image_again(conn, settings, job)  # before it can run and let go of them
+                registry.requeue(job)
+            except (NoSuchJobError, InvalidJobOperation):
+                click.echo(f"ocrhub: {job_id}: no longer in the failed registry of {registry.name}", err=True)
                 continue
-            del pending[typed]
-            if state.status == "finished" and state.result is not None:
-                texts[typed] = state.result.text
-                if not as_json:
-                    click.echo(f"==> {typed} <==\n{state.result.text}" if len(files) > 1 else state.result.text)
-            else:
-                failed += 1
-                click.echo(f"ocrhub: {typed}: {state.error}", err=True)
-        time.sleep(0.1)
-    for typed in pending:
-        failed += 1
-        click.echo(f"ocrhub: {typed}: no result within {timeout:.0f} s (still queued; is a worker running?)", err=True)
-    if as_json:
-        click.echo(json.dumps(texts, ensure_ascii=False, indent=2))
-    if failed:
+            click.echo(f"requeued {job_id} ({registry.name})")
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+    except redis.RedisError as exc:
+        raise click.ClickException(f"cannot reach the hub's Redis: {exc}") from None
+    if not chosen and not missing:
+        click.echo("nothing to requeue: no failed jobs" + (f" in {', '.join(queue_names)}" if queue_names else ""))
+    for given in missing:
+        click.echo(f"ocrhub: {given}: no failed job with this id" + (f" in {', '.join(queue_names)}" if queue_names else ""), err=True)
+    if missing:
         sys.exit(1)
 
 
-@main.command()
-@click.argument("query")
-@click.option("--limit", default=20, show_default=True)
-def search(query: str, limit: int) -> None:
-    """Search the local knowledge base (texts of every image read)."""
-    from sinks.local import LocalStore
+def _list_failed(conn: redis.Redis, failed: list[tuple[FailedJobRegistry, str]]) -> None:
+    from rq.job import Job
+    from rq.serializers import JSONSerializer
 
-    settings = load()
-    for row in LocalStore(settings.data_dir / "results.sqlite3").search(query, limit=limit):
-        click.echo(f"{row.created_at}  {row.platform}:{row.chat_id}  {row.sender}  {row.job_id}")
-        click.echo("    " + row.text.replace("\n", "\n    "))
+    if not failed:
+        click.echo("no failed jobs")
+        return
+    for (registry, job_id), job in zip(failed, Job.fetch_many([i for _, i in failed], connection=conn, serializer=JSONSerializer)):
+        latest = job.latest_result() if job is not None else None
+        reason = [line for line in (latest.exc_string or "").strip().splitlines() if line.strip()][-1:] if latest else []
+        click.echo(f"{job_id}  {registry.name}  {reason[0] if reason else ''}".rstrip())
+    click.echo(f"requeue them with `ocrhub requeue --all`, or name ids; {len(failed)} failed", err=True)
+
+
+def _hold_image_again(conn: redis.Redis, settings: Settings, job: Job) -> None:
+    """A job that failed for good let go of its image bytes (kept a while for this); the requeued one holds them again."""
+    from ocr_core import store
+    from ocr_core.job import ImageJob
+    from ocr_core.queue import DELIVER, PROCESS
+
+    if job.func_name == PROCESS and job.args:
+        store.hold_image(conn, ImageJob.from_dict(job.args[0]).job_id, [store.READER], settings.blob_ttl)
+    elif job.func_name == DELIVER and len(job.args) == 2:
+        store.hold_image(conn, job.args[0], [store.delivery_holder(job.args[1])], settings.blob_ttl)
 
 
 @main.command(name="settings")
 def show_settings() -> None:
-    """Print the effective settings, secrets masked."""
-    settings = load()
-    for name, value in settings.model_dump().items():
-        field = Settings.model_fields[name]
-        shown = "****" if (field.annotation is not None and "SecretStr" in str(field.annotation) and value) else value
-        if name == "sinks":
-            from sinks.base import mask
-            from urllib.parse import urlsplit
+    """Print the settings in force as lines of an env file, secrets as ****.
 
-            shown = {k: mask(urlsplit(v)) for k, v in value.items()}
-        click.echo(f"OCRHUB_{name.upper()}={shown}")
+    What a 0 or an unset value means right now (a running hub's Redis, its workers) follows as a comment.
+    """
+    from ocrhub.settings import env_lines
+
+    settings = load()
+    click.echo("# ocrhub settings in force (environment, .env, defaults); secrets show as ****")
+    for line in env_lines(settings, _in_force(settings)):
+        click.echo(line)
+
+
+def _in_force(settings: Settings) -> dict[str, str]:
+    """Notes on the values that 0 or unset stand for, as the running hub (if any) resolved them."""
+    from urllib.parse import urlsplit
+
+    from ocrhub.auth import api_token, token_file
+    from ocrhub.runtime import running_hub
+    from ocrhub.settings import SECRET_SHOWN, mask_url
+
+    hub = running_hub(settings)
+    notes: dict[str, str] = {}
+    if not settings.redis_url:
+        if hub:
+            notes["redis_url"] = f"{mask_url(hub['redis_url'])} = the Redis of the hub running now (pid {hub['pid']})"
+            port = urlsplit(hub["redis_url"]).port
+            if not settings.redis_port and port:
+                notes["redis_port"] = f"{port} in use now"
+        else:
+            notes["redis_url"] = "unset: `ocrhub up` starts an embedded redis-server in the data folder"
+            if not settings.redis_port:
+                notes["redis_port"] = "a free port at each start"
+    running = _running_workers(settings) if hub else None
+    if hub and running is not None:
+        notes["workers"] = f"{running} running in the hub now (pid {hub['pid']})"
+    elif not settings.workers:
+        notes["workers"] = f"{settings.worker_count} = one per CPU core"
+    if not settings.worker_threads:
+        notes["worker_threads"] = f"{settings.threads_per_worker} per worker process"
+    if not settings.engine_threads:
+        notes["engine_threads"] = "1: the workers share the cores" if settings.threads_per_engine else "all cores: one worker"
+    if not settings.api_token.get_secret_value():
+        try:
+            generated = bool(api_token(settings))
+        except OSError:
+            generated = False
+        path = token_file(settings)
+        notes["api_token"] = f"{SECRET_SHOWN}, generated in {path}" if generated else f"unset: `ocrhub up` generates one into {path}"
+    return notes
+
+
+def _running_workers(settings: Settings) -> int | None:
+    """Worker processes serving the hub's queues (thread workers share their process's pid), or None if Redis is out of reach."""
+    import redis
+    from rq import Worker
+
+    from ocr_core.queue import ocr_queue
+    from ocrhub.runtime import redis_url
+
+    try:
+        conn = redis.Redis.from_url(redis_url(settings), socket_timeout=2, socket_connect_timeout=2)
+        return len({(w.hostname, w.pid) for w in Worker.all(queue=ocr_queue(conn, settings))})
+    except (RuntimeError, redis.RedisError):
+        return None
 
 
 @main.command(name="vllm-command")

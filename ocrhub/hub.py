@@ -18,7 +18,8 @@ from urllib.parse import urlsplit
 import redis
 
 from ocrhub import runtime
-from ocrhub.auth import api_token
+from ocrhub.auth import api_token, redis_password
+from ocrhub.logs import add_secret
 from ocrhub.reaper import OrphanSweep, reap, reap_stale
 from ocrhub.redis_server import EmbeddedRedis, die_with_parent
 from ocrhub.settings import Settings
@@ -28,9 +29,6 @@ log = logging.getLogger("ocrhub.hub")
 
 # A crashing child is restarted, but not in a tight loop.
 RESTART_BACKOFF = (1, 2, 5, 10, 30)
-# Seconds between sweeps for jobs nobody holds: the started registries, and every job key.
-SWEEP_STARTED_EVERY = 15.0
-SWEEP_ALL_EVERY = 300.0
 
 
 @dataclass
@@ -65,8 +63,7 @@ class Hub:
         self.lock = runtime.HubLock(settings)
         self.to_reap: set[str] = set()
         self.sweep: OrphanSweep | None = None
-        self.next_sweep = 0.0
-        self.next_full_sweep = 0.0
+        self.sweep_due: float | None = 0.0  # monotonic time of the next sweep; None: none pending
 
     def run(self) -> int:
         signal.signal(signal.SIGINT, self._request_stop)
@@ -82,7 +79,7 @@ class Hub:
             left = runtime.stop_leftovers(self.settings)
             if left:
                 log.warning("stopped what a previous hub left running: %s", ", ".join(left))
-            api_token(self.settings, create=True)
+            add_secret(api_token(self.settings, create=True))
             redis_url = self._start_redis()
             self.conn = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
             problems = self._check_configuration()
@@ -126,11 +123,14 @@ class Hub:
     def _start_redis(self) -> str:
         if self.settings.redis_url:
             return self.settings.redis_url
+        password = redis_password(self.settings)
+        add_secret(password)
         self.redis = EmbeddedRedis(
             self.settings.data_dir / "redis",
             port=self.settings.redis_port,
             maxmemory=self.settings.redis_maxmemory,
             die_with_parent=True,
+            password=password,
         ).start()
         log.info("embedded redis-server on %s, data in %s", self.redis.url, self.redis.folder)
         return self.redis.url
@@ -167,7 +167,7 @@ class Hub:
                 _stop_group(child.process.pid)
                 if child.worker_name:
                     self.to_reap.add(child.worker_name)
-                    self.next_full_sweep = now  # it may have died between a dequeue and the job's start
+                    self.sweep_due = now  # it may have died between a dequeue and the job's start
                 child.next_start = now + delay
                 child.restarts += 1
             if now >= child.next_start:
@@ -199,7 +199,7 @@ class Hub:
         log.info("redis-server is back on %s", self.redis.url)
         self._publish()
         # Whatever was between two writes when it died: swept now, and again after the grace.
-        self.next_sweep = self.next_full_sweep = now
+        self.sweep_due = now
 
     def _hand_back_jobs(self, now: float) -> None:
         """Reap dead workers' jobs and sweep orphans; with Redis away, try again on a later tick."""
@@ -207,18 +207,16 @@ class Hub:
             for name in sorted(self.to_reap):
                 reap(self.conn, self.settings, name)
                 self.to_reap.discard(name)
-            if self.sweep is not None and now >= self.next_sweep:
-                full = now >= self.next_full_sweep
-                self.sweep.run(scan_all=full)
-                self.next_sweep = now + min(SWEEP_STARTED_EVERY, self.sweep.grace)
-                if full:
-                    # Twice in a row, a grace apart: what looked orphaned once is handed back the second time.
-                    self.next_full_sweep = now + (self.sweep.grace if self.sweep.suspects else SWEEP_ALL_EVERY)
+            if self.sweep is not None and self.sweep_due is not None and now >= self.sweep_due:
+                # At once after an event (a worker died, Redis came back); again a grace later for
+                # what looked orphaned the first time. The workers' scheduler sweeps periodically.
+                self.sweep.run(scan_all=True)
+                self.sweep_due = now + self.sweep.grace if self.sweep.suspects else None
             if self.redis_restarts and self.redis is not None and self.redis.alive():
                 self.redis_restarts = 0 if now - self.redis.started_at > 60 else self.redis_restarts
         except redis.RedisError as exc:
             log.warning("Redis unreachable (%s); will try again", exc)
-            self.next_sweep = now + 2.0
+            self.sweep_due = now + 2.0
 
     def _request_stop(self, signum: int, frame: object) -> None:
         if self.stopping:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -50,6 +51,7 @@ class EmbeddedRedis:
         persist: bool = True,
         maxmemory: int = 0,
         die_with_parent: bool = False,
+        password: str = "",
     ) -> None:
         self.folder = Path(folder)
         self.host = host
@@ -57,12 +59,14 @@ class EmbeddedRedis:
         self.persist = persist
         self.maxmemory = maxmemory
         self.die_with_parent = die_with_parent
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self.started_at = 0.0
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 15.0) -> EmbeddedRedis:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -79,6 +83,14 @@ class EmbeddedRedis:
             args += ["--appendonly", "yes", "--appendfsync", "everysec", "--save", "60 1"]
         else:
             args += ["--appendonly", "no", "--save", ""]
+        if self.password:
+            # Any local user can reach a loopback port; the password keeps them out of the queue. It goes
+            # in a file of the private folder: a command line is readable by every local user.
+            conf = self.folder / "auth.conf"
+            fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(f"requirepass {self.password}\n")
+            args.insert(1, str(conf))  # a config file comes first, before the options
         if self.maxmemory:
             # Queue data must never be evicted: past the cap Redis refuses writes, and intake answers
             # 503 before that (OCRHUB_INTAKE_MEMORY_FRACTION).
@@ -90,7 +102,7 @@ class EmbeddedRedis:
             start_new_session=True,
             preexec_fn=die_with_parent(os.getpid()) if self.die_with_parent else None,
         )
-        client = redis.Redis(host=self.host, port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password or None, socket_connect_timeout=0.5)
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:

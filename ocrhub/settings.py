@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +36,7 @@ class FeishuBotSettings(BaseModel):
     bot_open_id: str = ""
     allow_unverified: bool = False
     reply_in_thread: bool | None = None
+    mode: Literal["webhook", "long-connection", ""] = ""
 
 
 class Settings(BaseSettings):
@@ -74,6 +77,7 @@ class Settings(BaseSettings):
     job_timeout: Annotated[int, Field(gt=0)] = Field(default=180, description="Seconds one job may run; also how soon a job of a killed worker is retried.")
     retry_intervals: Annotated[list[int], NoDecode] = Field(default=[5, 30, 120, 600, 1800], description="Seconds between retries of a transient failure, comma-separated.")
     blob_ttl: Annotated[int, Field(gt=0)] = Field(default=7 * 24 * 3600, description="How long image bytes stay in Redis for retries.")
+    failed_blob_ttl: Annotated[int, Field(ge=0)] = Field(default=24 * 3600, description="How long the image bytes of a job or delivery that failed for good stay in Redis, for an admin's requeue; never past blob_ttl; 0 = not kept.")
     cache_ttl: Annotated[int, Field(gt=0)] = Field(default=30 * 24 * 3600, description="How long a result is reused for the same image bytes.")
 
     api_host: str = "127.0.0.1"
@@ -99,6 +103,7 @@ class Settings(BaseSettings):
     feishu_replay_window: Annotated[int, Field(ge=0)] = Field(default=300, description="Refuse webhook requests whose X-Lark-Request-Timestamp is further than this many seconds from now; 0 = no window.")
     feishu_dedupe_ttl: Annotated[int, Field(ge=8 * 3600)] = Field(default=24 * 3600, description="How long a message_id is remembered; Feishu re-sends for up to ~7 h.")
     feishu_allow_unverified: bool = Field(default=False, description="Accept events for a bot with neither Encrypt Key nor Verification Token (anyone could post jobs).")
+    feishu_mode: Literal["webhook", "long-connection"] = Field(default="webhook", description="How the bots' events arrive: 'webhook' (served at /feishu/events, needs an Encrypt Key or Verification Token) or 'long-connection' (`ocrhub feishu-connect`; no webhook is served, none of them needed).")
     feishu_reply_in_thread: bool = Field(default=False, description="Replies open a thread under the image instead of quoting it in the chat.")
     feishu_bots: dict[str, FeishuBotSettings] = Field(default_factory=dict, description="Further Feishu apps as JSON: {\"sales\": {\"app_id\": …, \"app_secret\": …, \"encrypt_key\": …}}; served at /feishu/<id>/events.")
 
@@ -215,3 +220,120 @@ def load_settings(**overrides: object) -> Settings:
 def get_settings() -> Settings:
     """Process-wide settings, read once; tests call `get_settings.cache_clear()` after changing the environment."""
     return load_settings()
+
+
+# Showing settings: in the form OCRHUB_<NAME>= accepts, secrets never in clear.
+
+SECRET_SHOWN = "****"
+# Query options of a URL (a sink's, Redis's) whose value is a credential.
+SECRET_OPTION_WORDS = ("token", "secret", "key", "password", "auth")
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+# What an env file takes unquoted: no blanks, quotes, '#' (a comment) or '$' (dotenv and compose expand ${…}).
+_BARE = re.compile(r"[\w./:,@%+*?&=~{}\[\]-]*")
+
+
+def mask_url(url: str) -> str:
+    """`url` as written, its user part and secret-looking option values replaced by ****."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.partition("://")[0] + "://" + SECRET_SHOWN
+    userinfo, _, host = parts.netloc.rpartition("@")
+    options = []
+    for option in parts.query.split("&") if parts.query else []:
+        key, equals, _value = option.partition("=")
+        options.append(f"{key}={SECRET_SHOWN}" if equals and _is_secret_option(key) else option)
+    return (
+        f"{parts.scheme}://{SECRET_SHOWN + '@' if userinfo else ''}{host}{parts.path}"
+        + ("?" + "&".join(options) if options else "")
+        + ("#" + parts.fragment if parts.fragment else "")
+    )
+
+
+def url_secrets(url: str) -> set[str]:
+    """The credentials written in a URL, as written and decoded: what mask_url hides."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return set()
+    user, colon, password = parts.netloc.rpartition("@")[0].partition(":")
+    found = [password if colon else user]  # a user part without a password is a token: notion://<token>@…
+    for option in parts.query.split("&") if parts.query else []:
+        key, equals, value = option.partition("=")
+        if equals and _is_secret_option(key):
+            found += [value, *(v for k, v in parse_qsl(option, keep_blank_values=True))]
+    return {form for value in found for form in (value, unquote(value)) if form}
+
+
+def _is_secret_option(key: str) -> bool:
+    return any(word in unquote(key).lower() for word in SECRET_OPTION_WORDS)
+
+
+def secret_values(settings: Settings) -> set[str]:
+    """Every secret the settings hold: SecretStr values, nested ones included, and credentials in URLs."""
+    found: set[str] = set()
+
+    def collect(value: object) -> None:
+        if isinstance(value, SecretStr):
+            found.add(value.get_secret_value())
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                collect(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                collect(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                collect(item)
+        elif isinstance(value, str) and _URL.match(value):
+            found.update(url_secrets(value))
+
+    collect(settings)
+    found.discard("")
+    return found
+
+
+def _shown(value: object) -> object:
+    if isinstance(value, SecretStr):
+        return SECRET_SHOWN if value.get_secret_value() else ""
+    if isinstance(value, BaseModel):
+        return {name: _shown(getattr(value, name)) for name in type(value).model_fields}
+    if isinstance(value, dict):
+        return {key: _shown(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_shown(item) for item in value]
+    if isinstance(value, str) and _URL.match(value):
+        return mask_url(value)
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def env_text(settings: Settings, name: str) -> str:
+    """The value of one setting as OCRHUB_<NAME>= takes it in an env file (comma lists, JSON, true/false), secrets masked."""
+    value = _shown(getattr(settings, name))
+    if value is None:
+        text = ""
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, list) and NoDecode in Settings.model_fields[name].metadata:
+        text = ",".join(str(item) for item in value)
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    if _BARE.fullmatch(text):
+        return text
+    if "'" not in text:
+        return f"'{text}'"
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def env_lines(settings: Settings, notes: dict[str, str] | None = None) -> list[str]:
+    """Every setting as an env-file line, a note (what 0 or unset means in force) as a trailing comment."""
+    lines = []
+    for name in Settings.model_fields:
+        line = f"{ENV_PREFIX}{name.upper()}={env_text(settings, name)}"
+        note = (notes or {}).get(name)
+        lines.append(f"{line}  # {note}" if note else line)
+    return lines

@@ -22,7 +22,8 @@ from ocr_core.engines import get_engine
 from ocr_core.errors import Deferred, OcrHubError, PermanentError
 from ocr_core.queue import DELIVER, PROCESS, all_queues
 from ocr_core.sources import FETCHERS
-from ocrhub.reaper import clear_stale_scheduler_locks
+from ocrhub.logs import job_context
+from ocrhub.reaper import OrphanSweep, clear_stale_scheduler_locks
 from ocrhub.settings import Settings
 from sinks.base import SCHEMES
 
@@ -53,6 +54,16 @@ class OcrhubJob(Job):
     stopped_callback = property(lambda self: None)
 
 
+def image_job_id(rq_job_id: str) -> str:
+    """The image's job id inside RQ's ids (ocr-<id>, deliver-<id>-<sink>); other jobs keep their own."""
+    kind, _, rest = rq_job_id.partition("-")
+    if kind == "ocr":
+        return rest
+    if kind == "deliver":
+        return rest.partition("-")[0]
+    return rq_job_id
+
+
 def stop_retrying_permanent_errors(job, exc_type, exc_value, traceback) -> bool:  # noqa: ANN001
     """RQ exception handler: a PermanentError goes straight to the failed-job registry."""
     if isinstance(exc_value, PermanentError):
@@ -80,6 +91,11 @@ class OcrWorker(SimpleWorker):
             call_exception_handlers(self._exc_handlers, job, *exc_info)
             return
         super().handle_exception(job, *exc_info)
+
+    def perform_job(self, job, queue, execution):  # noqa: ANN001
+        # Every log line of the job, RQ's and ours, carries the image's job id (as the webhook's did).
+        with job_context(image_job_id(job.id)):
+            return super().perform_job(job, queue, execution)
 
     def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):  # noqa: ANN001
         delay = getattr(job, "deferred_for", None)
@@ -131,10 +147,17 @@ class Scheduler:
     at the ten-minute maintenance; its lock outlives a killed holder by a minute. Here every worker
     tries for the locks every second, and locks of dead processes of this machine are cleared."""
 
+    # While it holds the locks it also sweeps for jobs nobody holds (ocrhub.reaper): on machines
+    # without `ocrhub up` (compose, several hosts) nothing else would, before RQ's own timeouts.
+    SWEEP_EVERY = 15.0
+    SWEEP_ALL_EVERY = 300.0
+
     def __init__(self, conn: redis.Redis, settings: Settings, name: str, interval: int = 1) -> None:
         self.rq = RQScheduler(all_queues(conn, settings), connection=conn, serializer=JSONSerializer, name=f"{name}-scheduler", interval=interval)
         self.rq._connection = conn
         self.interval = interval
+        self.sweep = OrphanSweep(conn, settings)
+        self.next_sweep = self.next_full_sweep = time.monotonic() + self.SWEEP_EVERY
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, name=f"{name}-scheduler", daemon=True)
 
@@ -151,6 +174,17 @@ class Scheduler:
         except redis.RedisError:
             pass
 
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now < self.next_sweep:
+            return
+        full = now >= self.next_full_sweep
+        self.sweep.run(scan_all=full)
+        # What looked orphaned once is looked at again a grace later, and handed back if it still is.
+        self.next_sweep = now + (self.sweep.grace if self.sweep.suspects else self.SWEEP_EVERY)
+        if full:
+            self.next_full_sweep = now + (self.sweep.grace if self.sweep.suspects else self.SWEEP_ALL_EVERY)
+
     def _run(self) -> None:
         backoff = 1.0
         born = False
@@ -166,6 +200,7 @@ class Scheduler:
                     self.rq.heartbeat()
                 if self.rq.acquired_locks:
                     self.rq.enqueue_scheduled_jobs()
+                    self._sweep()
                 backoff = 1.0
                 self.stop.wait(self.interval)
             except redis.RedisError as exc:

@@ -7,13 +7,13 @@ import logging
 import threading
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
-from urllib.parse import SplitResult, parse_qsl, urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import redis
 
 from ocr_core.errors import PermanentError, TransientError
 from ocr_core.job import OcrResult
-from ocrhub.settings import Settings
+from ocrhub.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
 
@@ -102,21 +102,9 @@ def get_sink(name: str, context: SinkContext) -> Sink:
         return sink
 
 
-SECRET_OPTION_WORDS = ("token", "secret", "key", "password", "auth")
-
-
 def mask(parts: SplitResult) -> str:
-    """The URL with credentials and secret-looking options replaced, safe for logs and pages."""
-    netloc = parts.hostname or ""
-    if parts.port:
-        netloc += f":{parts.port}"
-    if parts.username or parts.password:
-        netloc = "****@" + netloc
-    options = [
-        f"{key}=****" if any(word in key.lower() for word in SECRET_OPTION_WORDS) else f"{key}={value}"
-        for key, value in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return f"{parts.scheme}://{netloc}{parts.path}" + ("?" + "&".join(options) if options else "")
+    """The URL as written, with credentials and secret-looking options replaced: safe for logs and pages."""
+    return mask_url(parts.geturl())
 
 
 def routed_sink_names(settings: Settings) -> list[str]:

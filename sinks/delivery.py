@@ -1,15 +1,25 @@
-"""The delivery job: one per (image, sink), so a failing sink never holds back the others."""
+"""The delivery job: one per (image, sink), so a failing sink never holds back the others.
+
+Each delivery of a readable result holds the image bytes (`ocr_core.store`) until it is done for
+good: delivered, or failed with no retry left. A sink that never looks at the image lets go at once.
+"""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
+import redis
 from rq import get_current_job
 
 from ocr_core import store
 from ocr_core.errors import PermanentError
-from ocrhub.settings import get_settings
-from sinks.base import SinkContext, get_sink
+from ocr_core.queue import fails_for_good
+from ocrhub import metrics
+from ocrhub.settings import Settings, get_settings
+from sinks.base import SCHEMES, SinkConfigError, SinkContext, get_sink, sink_url_for
+
+DELIVERIES = "ocrhub_deliveries_total"
 
 
 def deliver(job_id: str, sink_name: str) -> dict[str, Any]:
@@ -17,11 +27,38 @@ def deliver(job_id: str, sink_name: str) -> dict[str, Any]:
     rq_job = get_current_job()
     if rq_job is None:
         raise RuntimeError("sinks.delivery.deliver runs inside an RQ worker")
-    conn = rq_job.connection
+    conn, settings = rq_job.connection, get_settings()
+    holder = store.delivery_holder(sink_name)
+    labels = {"sink": sink_label(sink_name, settings)}
+    try:
+        where = _deliver(conn, settings, job_id, sink_name)
+    except Exception as exc:
+        last = fails_for_good(rq_job, exc)
+        metrics.count(conn, DELIVERIES, {**labels, "outcome": "failed" if last else "retry"})
+        if last:
+            # An admin may requeue it from the failed registry: the bytes stay, for a bounded while.
+            store.release_image(conn, job_id, holder, keep_for=settings.failed_blob_ttl)
+        raise
+    store.release_image(conn, job_id, holder)
+    metrics.count(conn, DELIVERIES, {**labels, "outcome": "ok"})
+    return {"job_id": job_id, "sink": sink_name, "delivered": where}
+
+
+def _deliver(conn: redis.Redis, settings: Settings, job_id: str, sink_name: str) -> str:
     result = store.load_result(conn, job_id)
     if result is None:
         raise PermanentError(f"the result of job {job_id} has expired from Redis; re-submit the image")
-    sink = get_sink(sink_name, SinkContext(get_settings(), conn))
-    image = store.load_image(conn, result.job) if sink.needs_image else None
-    where = sink.deliver(result, image)
-    return {"job_id": job_id, "sink": sink_name, "delivered": where}
+    sink = get_sink(sink_name, SinkContext(settings, conn))
+    if not (sink.needs_image and result.ok):
+        store.release_image(conn, job_id, store.delivery_holder(sink_name))
+        return sink.deliver(result, None)
+    return sink.deliver(result, store.load_image(conn, result.job))
+
+
+def sink_label(sink_name: str, settings: Settings) -> str:
+    """The sink's URL scheme (local, feishu-reply, notion): a metric label from a small set, whatever sinks are named."""
+    try:
+        scheme = urlsplit(sink_url_for(sink_name, settings)).scheme
+    except SinkConfigError:
+        return "unknown"
+    return scheme if scheme in SCHEMES else "unknown"

@@ -78,7 +78,7 @@ def test_submit_without_a_running_hub_says_how_to_start_one(tmp_path):
     env = hub_environment(tmp_path)
     result = subprocess.run([sys.executable, "-m", "ocrhub.cli", "submit", str(image)], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode != 0
-    assert "ocrhub up" in result.stderr and "OCRHUB_REDIS_URL" in result.stderr
+    assert "ocrhub up" in result.stderr and "OCRHUB_API_PORT" in result.stderr  # submit talks to the hub's API
 
 
 def test_up_refuses_to_start_on_a_broken_sink_with_one_clear_error_each(tmp_path):

@@ -25,7 +25,7 @@ from bots.feishu.bots import FeishuBot
 from bots.feishu.dedupe import Dedupe, owned
 from bots.feishu.events import IMAGE_TYPES, MessageEvent
 from ocr_core.job import ImageJob
-from ocr_core.queue import enqueue_image, intake_queue, ocr_job_id, retry_policy
+from ocr_core.queue import acheck_intake, check_intake, enqueue_image, intake_queue, ocr_job_id, retry_policy
 from ocrhub.settings import Settings, get_settings
 
 PLATFORM = "feishu"
@@ -98,10 +98,12 @@ class Intake:
         return self.take_all([event])[0]
 
     def take_all(self, events: Sequence[MessageEvent]) -> list[Outcome]:
-        """Outcomes in the order of `events`, after one transaction; raises if it failed (nothing was claimed)."""
+        """Outcomes in the order of `events`, after one transaction; raises if it failed (nothing was claimed),
+        and IntakeFull, claiming nothing, while Redis is close to its memory cap."""
         outcomes, batch = self._sort(events)
         if batch is None:
             return outcomes
+        check_intake(self.conn, self.settings)
         with self.conn.pipeline() as pipe:
             self._record(batch, pipe)
             won = pipe.execute()[-1]
@@ -112,6 +114,7 @@ class Intake:
         outcomes, batch = self._sort(events)
         if batch is None:
             return outcomes
+        await acheck_intake(aconn, self.settings)
         # RQ only writes into synchronous pipelines: this one records its commands (command_stack,
         # redis-py's list of queued commands) without ever being sent, and aconn sends them.
         with self.conn.pipeline() as recorder:

@@ -43,7 +43,6 @@ LABELS = {
     "select": "Select", "multi_select": "Multi-select", "number": "Number", "checkbox": "Checkbox",
     "people": "Person", "relation": "Relation", "formula": "Formula", "rollup": "Rollup",
 }
-FIX = "run `ocrhub notion init`, or map the column to another property with OCRHUB_NOTION_PROPERTIES / the sink URL option"
 
 
 def label(notion_type: str) -> str:
@@ -130,11 +129,15 @@ def check(database_id: str, source: dict[str, Any], names: Mapping[str, str]) ->
         prop = properties.get(name)
         wanted = " or ".join(label(t) for t in column.types)
         if prop is None:
-            problems.append(f"property {name!r} ({wanted}, column {key}) is missing: add it in Notion, or {FIX}")
+            problems.append(
+                f"property {name!r} ({wanted}, column {key}) is missing: add it with `ocrhub notion init` (or in Notion), "
+                f"or {_remap(column)}"
+            )
         elif prop.get("type") not in column.types:
+            # Not `ocrhub notion init`: it never retypes a property, which may hold a team's data.
             problems.append(
                 f"property {name!r} is a {label(prop.get('type', '?'))} but column {key} needs {wanted}: "
-                f"change its type in Notion, or {FIX}"
+                f"change its type in Notion (to {wanted}), or {_remap(column)}"
             )
         else:
             columns[key] = (name, prop["type"])
@@ -181,6 +184,13 @@ def create_database(api: NotionApi, parent_page_id: str, title: str, names: Mapp
         ) from None
     database_id, source = find_data_source(api, database["id"])
     return check(database_id, source, names)
+
+
+def _remap(column: Column) -> str:
+    """How to point a column at another property instead (or leave an optional one out)."""
+    wanted = " or ".join(label(t) for t in column.types)
+    fix = f'write the column to another {wanted} property: add "{column.key}": "<its name>" to OCRHUB_NOTION_PROPERTIES (or the sink URL option {column.key}=…)'
+    return fix if column.required else fix + f', or leave it out with "{column.key}": ""'
 
 
 def plain(rich: list[dict[str, Any]] | None) -> str:

@@ -219,10 +219,17 @@ def test_pixel_limit_is_checked_from_the_header() -> None:
         normalise(png_claiming(9000, 9000), **LIMITS)
 
 
-def test_pillow_bomb_warning_becomes_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    with pytest.raises(ImageError, match=r"the image is 0.0016 MP, over the 0.001 MP limit"):
-        normalise(encode(Image.new("RGB", (40, 40)), "PNG"), max_pixels=10**9, max_bytes=10**9)
+def test_the_pixel_setting_governs_beyond_pillows_own_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # normalise sets it to the setting
+    # Over twice Pillow's default limit (~89 MP), which would refuse it while opening: allowed,
+    # the header passes and only the missing pixel data is reported.
+    with pytest.raises(ImageError, match="the PNG image is truncated or corrupt"):
+        normalise(png_claiming(15000, 15000), max_pixels=300_000_000, max_bytes=10**9)
+    # Refused by Pillow itself (over twice the limit) or by the header check: both name the setting.
+    with pytest.raises(ImageError, match=r"^the image is 225 MP, over the 100 MP limit \(OCRHUB_MAX_IMAGE_PIXELS\)$"):
+        normalise(png_claiming(15000, 15000), max_pixels=100_000_000, max_bytes=10**9)
+    with pytest.raises(ImageError, match=r"^the image is 15000×15000 = 225 MP, over the 200 MP limit \(OCRHUB_MAX_IMAGE_PIXELS\)$"):
+        normalise(png_claiming(15000, 15000), max_pixels=200_000_000, max_bytes=10**9)
 
 
 @pytest.mark.parametrize("format", ["JPEG", "PNG", "WEBP", "GIF", "HEIF"])
@@ -250,7 +257,7 @@ def test_truncation_is_never_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
         (b"PK\x03\x04\x14\x00\x06\x00" + bytes(40), r"not an image \(it looks like a ZIP archive"),
         (b"\x00\x00\x00\x20ftypisom" + bytes(40), r"not an image \(it looks like a video\)"),
         (bytes(range(256)) * 4, r"not an image, or not in a supported format"),
-        (b"\x89PNG\r\n\x1a\n\x00\x00", "the image is truncated or corrupt"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "the PNG image is truncated or corrupt"),
     ],
 )
 def test_refused_input(data: bytes, message: str) -> None:

@@ -17,6 +17,11 @@ from sinks.base import SinkConfigError, mask, sink_url_for
         ("feishu-reply://?thread=1", "feishu-reply://?thread=1"),
         ("local:///var/lib/ocrhub/kb.sqlite3", "local:///var/lib/ocrhub/kb.sqlite3"),
         ("feishu-reply://", "feishu-reply://"),
+        # As people paste it: a Notion link after the token keeps its colon.
+        ("notion://ntn_abc@https://www.notion.so/team/Inbox-0123456789abcdef0123456789abcdef?v=1",
+         "notion://****@https://www.notion.so/team/Inbox-0123456789abcdef0123456789abcdef?v=1"),
+        ("redis://:p%40ss@Redis.local:6379/0?password=x", "redis://****@Redis.local:6379/0?password=****"),
+        ("notion://?database=https%3A%2F%2Fwww.notion.so%2Fx&auth_token=t", "notion://?database=https%3A%2F%2Fwww.notion.so%2Fx&auth_token=****"),
     ],
 )
 def test_mask_hides_credentials_and_query(url, shown):

@@ -57,6 +57,9 @@ def test_init_never_retypes_a_column(notion: NotionEmulator, set_env) -> None:
     code, output = run("init")
     assert code == 1
     assert "property 'Time' is a Text but column time needs Date" in output
+    [problem] = [line for line in output.splitlines() if "'Time'" in line]
+    assert "notion init" not in problem  # the command that never retypes is no fix for a type
+    assert 'change its type in Notion (to Date), or write the column to another Date property: add "time": "<its name>" to OCRHUB_NOTION_PROPERTIES' in problem
     assert types(notion, source_id)["Time"] == "rich_text"
 
 
