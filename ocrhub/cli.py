@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -41,6 +42,8 @@ def main() -> None:
     (see `ocrhub settings`). With no OCRHUB_REDIS_URL, `ocrhub up` starts an
     embedded redis-server under the data folder.
     """
+    # Whatever any command writes (the store, Redis's files, tokens) is its owner's alone.
+    os.umask(0o077)
 
 
 @main.command()

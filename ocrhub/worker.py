@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 JOB_FUNCTIONS = frozenset({PROCESS, DELIVER, "bots.feishu.intake.expand"})
 
 
+WORKER_TTL = 60
+
+
 class RefusedJob(PermanentError):
     """A job naming a function that is not one of ocrhub's own."""
 
@@ -136,6 +139,9 @@ def build_worker(conn: redis.Redis, settings: Settings, name: str | None = None,
         job_class=OcrhubJob,
         exception_handlers=[stop_retrying_permanent_errors],
         name=name,
+        # A worker that vanishes (a lost machine, a killed container) is known dead a minute after its
+        # last heartbeat, not RQ's seven: then the sweep hands its jobs back.
+        worker_ttl=WORKER_TTL,
     )
 
 

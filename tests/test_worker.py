@@ -105,3 +105,24 @@ def test_scheduled_retries_run_on_time_though_a_dead_process_held_the_scheduler_
     finally:
         scheduler.close()
     assert conn.get(RQScheduler.get_locking_key(q.name)) is None  # released at close
+
+
+def test_the_scheduler_holder_sweeps_for_jobs_nobody_holds(conn: redis.Redis, settings) -> None:
+    # Without `ocrhub up` (compose, several machines) no hub sweeps: the workers do it themselves.
+    from ocrhub.worker import Scheduler
+
+    job = queue.submit_bytes(conn, png(), settings, source="test")
+    q = queue.ocr_queue(conn, settings)
+    conn.lpop(q.key)  # dequeued by a worker that died before starting it
+    scheduler = Scheduler(conn, settings, "sweeper")
+    scheduler.SWEEP_EVERY = 0.2
+    scheduler.sweep.grace = 0.5
+    scheduler.next_sweep = scheduler.next_full_sweep = 0.0
+    scheduler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while q.job_ids != [queue.ocr_job_id(job.job_id)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        scheduler.close()
