@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -82,7 +83,7 @@ class Hub:
             add_secret(api_token(self.settings, create=True))
             redis_url = self._start_redis()
             self.conn = redis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=2)
-            problems = self._check_configuration()
+            problems = self._check_configuration() + _port_problems(self.settings.api_host, self.settings.api_port)
             if problems:
                 for problem in problems:
                     log.error("%s", problem)
@@ -258,3 +259,17 @@ def _stop_group(pgid: int, sig: int = signal.SIGTERM) -> None:
     except (ProcessLookupError, PermissionError):
         pass
 
+
+
+def _port_problems(host: str, port: int) -> list[str]:
+    """The API's address taken (another program, another hub on another data folder): say so once,
+    instead of an API that restarts for ever behind "ocrhub is up"."""
+    if not port:
+        return []
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return [f"the API cannot listen on {host}:{port} ({exc.strerror}): set OCRHUB_API_PORT (or OCRHUB_API_HOST) to a free address"]
+    return []

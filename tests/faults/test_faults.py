@@ -249,3 +249,16 @@ def test_soak_of_300_events_with_duplicates_and_bad_images(tmp_path: Path, feish
     assert_each_delivered_once(feishu, notion, source_id, hub.data, posted)
     log = hub.log.read_text(errors="replace")
     assert "Traceback" not in log, log[log.index("Traceback") - 500:][:3000]
+
+
+def test_an_api_port_in_use_is_refused_at_start_not_retried_for_ever(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {**hub_environment(tmp_path, OCRHUB_WORKERS="1"), "OCRHUB_API_PORT": str(taken.getsockname()[1])}
+        refused = subprocess.run([sys.executable, "-m", "ocrhub.cli", "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2
+    assert "cannot listen on" in refused.stderr and "OCRHUB_API_PORT" in refused.stderr
+    assert "ocrhub is up" not in refused.stderr
