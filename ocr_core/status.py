@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import redis
@@ -12,6 +13,10 @@ from rq.serializers import JSONSerializer
 from ocr_core import store
 from ocr_core.job import OcrResult
 from ocr_core.queue import ocr_job_id
+
+# What ImageJob.job_id makes (32 hex digits). Anything else names no job, and never reaches RQ,
+# which raises on ids outside its own alphabet.
+JOB_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -26,7 +31,13 @@ class JobState:
         return self.status in {"finished", "failed", "unknown"}
 
 
+def is_job_id(job_id: str) -> bool:
+    return JOB_ID.fullmatch(job_id) is not None
+
+
 def job_state(conn: redis.Redis, job_id: str) -> JobState:
+    if not is_job_id(job_id):
+        return JobState(job_id, "unknown", None, "no such job")
     result = store.load_result(conn, job_id)
     try:
         rq_job = Job.fetch(ocr_job_id(job_id), connection=conn, serializer=JSONSerializer)

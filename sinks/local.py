@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -50,6 +51,10 @@ CREATE TRIGGER IF NOT EXISTS results_au AFTER UPDATE ON results BEGIN
     INSERT INTO results_fts(rowid, text) VALUES (new.id, new.text);
 END;
 """
+
+# Bounds that keep one search cheap whatever is asked: rows returned, words matched.
+MAX_SEARCH_LIMIT = 200
+MAX_SEARCH_WORDS = 16
 
 COLUMNS = "job_id, image_sha256, platform, bot_id, chat_id, message_id, sender, sent_at, source_url, engine, text, lines, error, created_at"
 
@@ -116,28 +121,47 @@ class LocalStore:
         return [_stored(r) for r in rows]
 
     def search(self, query: str, limit: int = 20) -> list[StoredResult]:
-        """Substring search; the trigram index serves queries of three characters or more."""
-        query = query.strip()
-        if not query:
+        """Rows containing every word of `query`, newest first. Any string is a safe query: words are
+        matched as literal substrings, never read as FTS syntax."""
+        words = search_words(query)
+        if not words:
             return []
-        db = self._connect()
-        if len(query) >= 3:
-            phrase = '"' + query.replace('"', '""') + '"'
-            rows = db.execute(
-                f"SELECT {', '.join('r.' + c.strip() for c in COLUMNS.split(','))} FROM results_fts f "
-                "JOIN results r ON r.id = f.rowid WHERE results_fts MATCH ? ORDER BY r.id DESC LIMIT ?",
-                (phrase, limit),
+        # The trigram index serves words of three characters or more; shorter ones are checked by LIKE.
+        indexed = [w for w in words if len(w) >= 3]
+        short = [w for w in words if len(w) < 3]
+        likes = " AND ".join(["r.text LIKE ? ESCAPE '\\'"] * len(short)) or "1"
+        like_args = [f"%{_like_escaped(w)}%" for w in short]
+        limit = max(1, min(int(limit), MAX_SEARCH_LIMIT))
+        columns = ", ".join("r." + c.strip() for c in COLUMNS.split(","))
+        if indexed:
+            rows = self._connect().execute(
+                f"SELECT {columns} FROM results_fts f JOIN results r ON r.id = f.rowid "
+                f"WHERE results_fts MATCH ? AND {likes} ORDER BY r.id DESC LIMIT ?",
+                (fts_query(indexed), *like_args, limit),
             )
         else:
-            escaped = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM results WHERE text LIKE ? ESCAPE '\\' ORDER BY id DESC LIMIT ?",
-                (f"%{escaped}%", limit),
-            )
+            rows = self._connect().execute(f"SELECT {columns} FROM results r WHERE {likes} ORDER BY r.id DESC LIMIT ?", (*like_args, limit))
         return [_stored(r) for r in rows]
 
     def count(self) -> int:
         return self._connect().execute("SELECT count(*) FROM results").fetchone()[0]
+
+
+def search_words(query: str) -> list[str]:
+    """The words of a query: split at whitespace and at characters no text holds (NUL and other
+    control characters, lone surrogates), at most MAX_SEARCH_WORDS of them."""
+    cleaned = "".join(" " if unicodedata.category(c) in {"Cc", "Cs"} else c for c in query)
+    return cleaned.split()[:MAX_SEARCH_WORDS]
+
+
+def fts_query(words: list[str]) -> str:
+    """An FTS5 query matching rows that contain every word: each one a quoted string, so that
+    AND, OR, NEAR, *, ^, column filters and parentheses in a user's words are only characters."""
+    return " AND ".join('"' + w.replace('"', '""') + '"' for w in words)
+
+
+def _like_escaped(word: str) -> str:
+    return word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _stored(row: tuple) -> StoredResult:

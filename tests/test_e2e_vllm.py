@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urljoin
 
 import httpx
 import pytest
@@ -48,7 +49,7 @@ def wait_read(hub: Hub, paths: list[str], timeout: float = 90) -> list[dict]:
     while len(bodies) < len(paths):
         for path in paths:
             if path not in bodies:
-                body = httpx.get(hub.url + path, timeout=5).json()
+                body = httpx.get(urljoin(hub.url, path), headers=hub.headers, timeout=5).json()
                 if body["status"] in {"finished", "failed"}:
                     bodies[path] = body
         assert time.monotonic() < deadline, f"{len(paths) - len(bodies)} unread\n{hub.tail()}"

@@ -72,3 +72,46 @@ def test_configured_by_url(conn, settings, tmp_path, url, path):
 def test_host_in_url_is_refused(conn, settings):
     with pytest.raises(SinkConfigError, match="local:///path"):
         sink_from_url("local://somehost/x.sqlite3", SinkContext(settings, conn))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "\x00abc", "abc\x00", "ab\x00cd", "\ud800abc", '"', '""', '"abc', "a OR b", "NEAR(abc def)", "abc*", "*", "^abc", "text:abc",
+        "results_fts:abc", "(((", ")", "abc AND", "-abc", "+abc", "{abc}", "[abc]", "'", "%", "_", "\\", "\\%", "x" * 10_000,
+        " ".join(["ab"] * 100), "\u200b", "\ufeffabc", "\U0001f600\U0001f600\U0001f600",
+    ],
+)
+def test_any_query_is_safe(store, query):
+    store.save(result("m2", 'Meeting agenda\nsay "quoted" things'))
+    assert isinstance(store.search(query), list)
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("agenda meeting", ["m3"]),  # every word, in any order
+        ("agenda nowhere", []),
+        ("say things", ["m3"]),
+        ("\x00agenda", ["m3"]),  # NUL is a word break, not part of the word
+        ("agenda OR nowhere", []),  # OR is a word to find, not an operator
+        ("(quoted)", []),
+        ('"quoted" things', ["m3"]),
+        ("ag*", []),
+        ("s", ["m3"]),  # short words too: LIKE, literally
+        ("a_e", []),
+        ("金额 发票", ["m2"]),
+        ("金 额", ["m2"]),
+    ],
+)
+def test_search_matches_every_word_as_plain_text(store, query, found):
+    store.save(result("m2", "身份证姓名：张三\n发票金额：¥980.00"))
+    store.save(result("m3", 'Meeting agenda\nsay "quoted" things'))
+    assert [r.message_id for r in store.search(query)] == found
+
+
+def test_search_limit_is_bounded(store):
+    for i in range(3):
+        store.save(result(f"m{i}", f"row {i} text"))
+    assert len(store.search("text", limit=10**30)) == 3
+    assert len(store.search("text", limit=-5)) == 1
