@@ -12,6 +12,9 @@ from ocrhub.settings import Settings
 DEFAULT_BOT = "default"
 BOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 GROUP_POLICIES = ("all", "mention")
+# How a bot's events arrive: POSTed to its webhook, or over the long connection `ocrhub feishu-connect` opens.
+WEBHOOK, LONG_CONNECTION = "webhook", "long-connection"
+MODES = (WEBHOOK, LONG_CONNECTION)
 
 
 class BotConfigError(PermanentError, ValueError):
@@ -32,6 +35,7 @@ class FeishuBot:
     open_id: str = ""
     allow_unverified: bool = False
     reply_in_thread: bool = False
+    mode: str = WEBHOOK
 
     @property
     def setting(self) -> str:
@@ -46,14 +50,23 @@ class FeishuBot:
     def verifies_requests(self) -> bool:
         return bool(self.encrypt_key or self.verification_token)
 
+    def mode_setting(self, mode: str) -> str:
+        """How a person sets this bot's mode to `mode`, for error messages."""
+        return f"OCRHUB_FEISHU_MODE={mode}" if self.bot_id == DEFAULT_BOT else f'"mode": "{mode}" in {self.setting}'
+
     def check_webhook(self) -> None:
-        """Refuse to serve a webhook that anyone could post jobs to, unless the admin said so."""
-        if not self.verifies_requests and not self.allow_unverified:
+        """Refuse to serve a webhook that anyone could post jobs to, unless the admin said so.
+
+        A bot in long-connection mode serves no webhook: Feishu authenticates that connection itself.
+        """
+        if self.mode == WEBHOOK and not self.verifies_requests and not self.allow_unverified:
             raise BotConfigError(
                 f"Feishu bot {self.bot_id!r} has neither an Encrypt Key nor a Verification Token, so its webhook "
-                f"would accept events from anyone: copy them from the app's 'Events & Callbacks' page into "
-                f"{self.setting} (encrypt_key / verification_token), or set OCRHUB_FEISHU_ALLOW_UNVERIFIED=true "
-                f"if something in front of the hub already authenticates Feishu"
+                f"({self.webhook_path}) would accept events from anyone: copy them from the app's 'Events & Callbacks' "
+                f"page into {self.setting} (encrypt_key / verification_token). If the bot receives its events over the "
+                f"long connection (`ocrhub feishu-connect`), which needs neither, set {self.mode_setting(LONG_CONNECTION)} "
+                f"instead; or set OCRHUB_FEISHU_ALLOW_UNVERIFIED=true if something in front of the hub already "
+                f"authenticates Feishu"
             )
 
 
@@ -68,7 +81,7 @@ def _check_domain(domain: str, where: str) -> str:
 
 
 def _bot(bot_id: str, *, app_id: str, app_secret: str, encrypt_key: str, verification_token: str,
-         domain: str, group_policy: str, open_id: str, allow_unverified: bool, reply_in_thread: bool) -> FeishuBot:
+         domain: str, group_policy: str, open_id: str, allow_unverified: bool, reply_in_thread: bool, mode: str) -> FeishuBot:
     bot = FeishuBot(
         bot_id=bot_id,
         app_id=app_id.strip(),
@@ -80,11 +93,14 @@ def _bot(bot_id: str, *, app_id: str, app_secret: str, encrypt_key: str, verific
         open_id=open_id.strip(),
         allow_unverified=allow_unverified,
         reply_in_thread=reply_in_thread,
+        mode=mode,
     )
     if not bot.app_id or not bot.app_secret:
         raise BotConfigError(f"Feishu bot {bot_id!r} needs both an App ID and an App Secret ({bot.setting})")
     if bot.group_policy not in GROUP_POLICIES:
         raise BotConfigError(f"Feishu bot {bot_id!r}: group policy {bot.group_policy!r} is not one of {GROUP_POLICIES}")
+    if bot.mode not in MODES:
+        raise BotConfigError(f"Feishu bot {bot_id!r}: mode {bot.mode!r} is not one of {MODES}")
     if bot.group_policy == "mention" and not bot.open_id:
         raise BotConfigError(
             f"Feishu bot {bot_id!r} reads only messages that @ it, so it needs its own open_id (ou_…) to recognise "
@@ -108,6 +124,7 @@ def load_bots(settings: Settings) -> dict[str, FeishuBot]:
             open_id=settings.feishu_bot_open_id,
             allow_unverified=settings.feishu_allow_unverified,
             reply_in_thread=settings.feishu_reply_in_thread,
+            mode=settings.feishu_mode,
         )
     for bot_id, extra in settings.feishu_bots.items():
         if not BOT_ID.match(bot_id) or bot_id == DEFAULT_BOT:
@@ -126,6 +143,7 @@ def load_bots(settings: Settings) -> dict[str, FeishuBot]:
             open_id=extra.bot_open_id,
             allow_unverified=extra.allow_unverified or settings.feishu_allow_unverified,
             reply_in_thread=settings.feishu_reply_in_thread if extra.reply_in_thread is None else extra.reply_in_thread,
+            mode=extra.mode or settings.feishu_mode,
         )
     return bots
 

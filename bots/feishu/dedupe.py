@@ -18,12 +18,15 @@ from redis.client import Pipeline
 PREFIX = "ocrhub:feishu:seen"
 
 # KEYS are (message key, event key) pairs; the answer is one 0 or 1 per pair, in order, so a
-# message twice in one batch is won only the first time. Sent as EVAL, not EVALSHA: it rides in a
-# pipeline, where redis-py would precede an EVALSHA with a SCRIPT EXISTS round trip.
+# message twice in one batch is won only the first time. The message key alone decides: a message
+# lost on its event key alone would hold no claim, and the worker, which reads an absent claim as
+# expired, would read it all the same, then again on a re-send with a fresh event_id. Sent as EVAL,
+# not EVALSHA: it rides in a pipeline, where redis-py would precede an EVALSHA with a SCRIPT EXISTS
+# round trip.
 CLAIM = """
 local won = {}
 for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 or redis.call('EXISTS', KEYS[i + 1]) == 1 then
+  if redis.call('EXISTS', KEYS[i]) == 1 then
     won[#won + 1] = 0
   else
     redis.call('SET', KEYS[i], ARGV[2], 'EX', ARGV[1])

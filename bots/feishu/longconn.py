@@ -16,7 +16,7 @@ import lark_oapi as lark
 import redis
 
 from bots.feishu.bots import FeishuBot
-from bots.feishu.events import MalformedEvent, MessageEvent, parse_event
+from bots.feishu.events import MessageEvent, parse_event
 from bots.feishu.intake import Intake, Outcome
 from ocrhub.settings import Settings
 
@@ -33,12 +33,18 @@ class Listener:
     def hear(self, payload: bytes) -> Outcome:
         try:
             event = parse_event(json.loads(payload))
-        except (ValueError, MalformedEvent) as exc:
-            log.warning("feishu bot %s: dropped an event from the long connection: %s", self.bot.bot_id, exc)
-            return Outcome("ignored", reason=str(exc))
+        except ValueError as exc:  # MalformedEvent among them
+            return self._drop(str(exc))
+        except RecursionError:
+            return self._drop("the event is nested too deep")
         if not isinstance(event, MessageEvent):
             return Outcome("ignored", reason=f"{getattr(event, 'event_type', 'url_verification')} event")
         return self.intake.take(event)
+
+    def _drop(self, reason: str) -> Outcome:
+        # The connection is Feishu's own: what it sent would come again the same, so it is dropped.
+        log.warning("feishu bot %s: dropped an event from the long connection: %s", self.bot.bot_id, reason)
+        return Outcome("ignored", reason=reason)
 
 
 class _Dispatcher(lark.EventDispatcherHandler):

@@ -11,7 +11,7 @@ import pytest
 from bots.feishu.bots import FeishuBot
 from bots.feishu.crypto import Cipher, signature
 from bots.feishu.events import MalformedEvent, MessageEvent, OtherEvent, UrlVerification, parse_event
-from bots.feishu.gate import Gate, Refused
+from bots.feishu.gate import Gate, Refused, Unreadable
 from tests.emulators.feishu import App, Events, FeishuEmulator
 
 KEY = "k3y-for-tests"
@@ -111,9 +111,11 @@ def resign(body: bytes) -> dict[str, str]:
         (json.dumps({"encrypt": "not base64 !!"}).encode(), 400, "cannot decrypt"),
         (json.dumps({"encrypt": base64.b64encode(b"x" * 40).decode()}).encode(), 400, "cannot decrypt"),
         (json.dumps({"encrypt": Cipher("another key").encrypt(b'{"schema": "2.0"}')}).encode(), 400, "cannot decrypt"),
-        (json.dumps({"encrypt": Cipher(KEY).encrypt(b"\xff\xfe not utf-8")}).encode(), 400, "cannot decrypt"),
-        (json.dumps({"encrypt": Cipher(KEY).encrypt(b'{"schema": "2.0", "header": {}}')}).encode(), 400, "not a Feishu event"),
-        (json.dumps({"hello": "world"}).encode(), 400, "not a Feishu event"),
+        (json.dumps({"encrypt": Cipher(KEY).encrypt(b"\xff\xfe not utf-8")}).encode(), 400, "decrypted event is not JSON"),
+        (json.dumps({"encrypt": Cipher(KEY).encrypt(b"[" * 5000 + b"]" * 5000)}).encode(), 400, "nested too deep"),
+        # Without the Verification Token inside, a signed body is not known to be Feishu's.
+        (json.dumps({"encrypt": Cipher(KEY).encrypt(b'{"schema": "2.0", "header": {}}')}).encode(), 401, "Verification Token"),
+        (json.dumps({"hello": "world"}).encode(), 401, "Verification Token"),
     ],
 )
 def test_broken_bodies_are_refused_even_when_signed(body, status, reason):
@@ -212,3 +214,137 @@ def test_malformed_message_events(events, mutate):
     mutate(payload)
     with pytest.raises(MalformedEvent):
         parse_event(payload)
+
+
+@pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000, b'{"a":' * 1000 + b"1" + b"}" * 1000])
+@pytest.mark.parametrize("key", [KEY, ""])
+def test_a_deeply_nested_body_is_refused_before_any_signature_check(body, key):
+    with pytest.raises(Refused) as refused:
+        Gate(bot(encrypt_key=key), 300).open(Headers({}), body)
+    assert (refused.value.status, refused.value.code) == (400, "not_json")
+    assert "nested too deep" in refused.value.reason
+
+
+@pytest.mark.parametrize("timestamp", ["nan", "NaN", "inf", "-inf", "Infinity", "1e999", "9" * 400, "-5", "-0", "abc", "", " 1700000000", "1700000000.5", "1_700_000_000", "\uff11\uff17"])
+@pytest.mark.parametrize("window", [300, 0])
+def test_a_timestamp_that_is_not_whole_seconds_fails_the_replay_window(events, timestamp, window):
+    payload = events.image("oc_1", b"png")
+    # Correctly signed over this very timestamp: only the replay window can refuse it.
+    headers, body = events.seal(payload, timestamp=timestamp or " ")
+    headers["X-Lark-Request-Timestamp"] = timestamp
+    headers["X-Lark-Signature"] = signature(timestamp, headers["X-Lark-Request-Nonce"], KEY, body)
+    with pytest.raises(Refused) as refused:
+        Gate(bot(), window).open(Headers(headers), body)
+    assert (refused.value.status, refused.value.code) == (401, "replay")
+
+
+def test_a_genuine_event_that_cannot_be_read_is_unreadable_not_refused(events):
+    payload = events.image("oc_1", b"png")
+    payload["event"]["message"]["mentions"] = 5
+    assert isinstance(open_sealed(Gate(bot(), 300), events.seal(payload)), Unreadable)
+    token_only = Gate(bot(encrypt_key=""), 300)
+    assert isinstance(token_only.open(Headers({}), json.dumps(payload).encode()), Unreadable)
+    # Not genuine: unsigned for a bot with an Encrypt Key, or without the right token.
+    with pytest.raises(Refused) as unsigned:
+        Gate(bot(), 300).open(Headers({}), json.dumps({"encrypt": Cipher(KEY).encrypt(json.dumps(payload).encode())}).encode())
+    assert unsigned.value.status == 401
+    payload["header"]["token"] = "guessed"
+    with pytest.raises(Refused) as guessed:
+        token_only.open(Headers({}), json.dumps(payload).encode())
+    assert guessed.value.status == 401
+
+
+def _set(path: str, value: object):  # noqa: ANN202
+    """A mutation of a schema 2.0 image event: `path` is dotted; "content." reaches into message.content's JSON."""
+
+    def mutate(payload: dict) -> None:
+        message = payload["event"]["message"]
+        if path.startswith("content."):
+            content = json.loads(message["content"])
+            content[path.removeprefix("content.")] = value
+            message["content"] = json.dumps(content)
+            return
+        *parents, last = path.split(".")
+        node = payload
+        for name in parents:
+            node = node[name]
+        node[last] = value
+
+    return mutate
+
+
+def _post_element(element: object):  # noqa: ANN202
+    def mutate(payload: dict) -> None:
+        message = payload["event"]["message"]
+        message["message_type"] = "post"
+        message["content"] = json.dumps({"title": "t", "content": [[{"tag": "img", "image_key": "img_1"}, element]]})
+
+    return mutate
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        _set("event.message.mentions", 5),
+        _set("event.message.mentions", "ou_someone"),
+        _set("event.message.mentions", {"id": {"open_id": "ou_x"}}),
+        _set("event.message.mentions", ["ou_x"]),
+        _set("event.message.mentions", [{"id": "ou_x"}]),
+        _set("event.message.mentions", [{"id": {"open_id": 7}}]),
+        _set("event.message.message_id", 12345),
+        _set("event.message.message_id", ["om_1"]),
+        _set("event.message.message_id", "om_" + "x" * 5000),
+        _set("event.message.message_id", "om_\ud800"),
+        _set("event.message.chat_id", {"id": "oc_1"}),
+        _set("event.message.chat_type", ["group"]),
+        _set("event.message.message_type", None),
+        _set("event.message.content", {"image_key": "img_1"}),
+        _set("event.message.create_time", ["1700000000000"]),
+        _set("event.sender.sender_id", ["ou_1"]),
+        _set("event.sender.sender_id.open_id", 1),
+        _set("event.sender.sender_type", True),
+        _set("event.sender", "ou_1"),
+        _set("header.event_type", 1.5),
+        _set("header.event_id", {"a": 1}),
+        _set("header.app_id", ["cli"]),
+        _set("schema", ["2.0"]),
+        _set("content.image_key", 42),
+        _set("content.image_key", "img_\udfff"),
+        _post_element("text"),
+        _post_element({"tag": ["img"], "image_key": "img_2"}),
+        _post_element({"tag": "img", "image_key": 2}),
+        _post_element({"tag": "img"}),
+        _post_element({"tag": "text", "text": {"bold": "x"}}),
+        _post_element({"tag": "at", "user_name": 3}),
+    ],
+)
+def test_every_field_read_is_type_checked(events, mutate):
+    payload = events.image("oc_1", b"png")
+    mutate(payload)
+    with pytest.raises(MalformedEvent):
+        parse_event(payload)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("is_mention", "yes"), ("image_keys", "img_1"), ("image_keys", [1]), ("open_message_id", 5), ("open_chat_id", None), ("msg_type", []), ("image_key", {"k": 1})],
+)
+def test_schema_1_fields_are_type_checked(events, field, value):
+    payload = events.v1_post("oc_2", "two", [b"1"]) if field == "image_keys" else events.v1_image("oc_2", b"x")
+    payload["event"][field] = value
+    with pytest.raises(MalformedEvent):
+        parse_event(payload)
+    payload = events.v1_image("oc_2", b"x")
+    payload["ts"] = ["1700000000"]
+    with pytest.raises(MalformedEvent):
+        parse_event(payload)
+
+
+def test_numbers_for_times_and_a_missing_mentions_list_are_fine(events):
+    payload = events.image("oc_1", b"png")
+    payload["event"]["message"]["create_time"] = 1700000000000
+    del payload["event"]["message"]["mentions"]
+    event = parse_event(payload)
+    assert isinstance(event, MessageEvent) and event.sent_at == "2023-11-14T22:13:20+00:00" and event.mentions == ()
+    payload["event"]["message"]["create_time"] = "not a time"
+    assert parse_event(payload).sent_at == ""

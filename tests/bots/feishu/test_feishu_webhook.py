@@ -173,6 +173,8 @@ def test_a_bot_that_verifies_nothing_is_refused_unless_allowed(conn, feishu_sett
     with pytest.raises(BotConfigError, match="neither an Encrypt Key nor a Verification Token") as refused:
         build_router(settings, conn)
     assert feishu_settings.feishu_app_secret.get_secret_value() not in str(refused.value)
+    # The way out for a bot on the long connection is named too.
+    assert "OCRHUB_FEISHU_MODE=long-connection" in str(refused.value)
     allowed = set_env(feishu_allow_unverified="true")
     assert build_router(allowed, conn).routes
 
@@ -205,3 +207,203 @@ def test_queued_batch_names_its_function_and_carries_json(webhook, events, conn,
     assert func == "bots.feishu.intake.expand"
     token, [message] = args
     assert message["jobs"][0]["platform"] == "feishu" and conn.get(message["claim"]) == token.encode()
+
+
+def sealed(events, plain: bytes, **headers: str) -> tuple[dict[str, str], bytes]:  # noqa: ANN001
+    """`plain` encrypted and signed as Feishu would, whatever it holds."""
+    body = json.dumps({"encrypt": events.cipher.encrypt(plain)}).encode()
+    stamp, nonce = headers.get("timestamp", str(int(time.time()))), "n0nce"
+    return {"X-Lark-Request-Timestamp": stamp, "X-Lark-Request-Nonce": nonce, "X-Lark-Signature": signature(stamp, nonce, events.app.encrypt_key, body)}, body
+
+
+def no_claims_nor_jobs(conn, settings) -> bool:  # noqa: ANN001
+    return queued(conn, settings) == [] and conn.keys("ocrhub:feishu:seen:*") == []
+
+
+@pytest.mark.parametrize("body", [b"[" * 1000 + b"]" * 1000, b'{"encrypt":' * 1000 + b'""' + b"}" * 1000])
+def test_a_deeply_nested_body_gets_400(webhook, conn, feishu_settings, body):
+    response = httpx.post(f"{webhook}/feishu/events", content=body, timeout=10)
+    assert response.status_code == 400 and "nested too deep" in response.json()["msg"]
+    assert no_claims_nor_jobs(conn, feishu_settings)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("mentions", 5), ("mentions", {"open_id": "ou_1"}), ("message_id", ["om_1"]), ("chat_id", 42), ("message_id", "om_\ud800")],
+)
+def test_a_genuine_event_with_a_field_of_the_wrong_type_is_acknowledged_and_dropped(webhook, events, conn, feishu_settings, caplog, field, value):
+    payload = events.image(chat_id(), b"png")
+    payload["event"]["message"][field] = value
+    # ensure_ascii keeps a lone surrogate as its \\ud800 escape, as a sender could write it.
+    headers, body = sealed(events, json.dumps(payload).encode())
+    with caplog.at_level("WARNING", logger="ocrhub.feishu"):
+        response = post(f"{webhook}/feishu/events", headers, body)
+    # Feishu would re-send anything but a 200, and the same bytes would fail again.
+    assert response.status_code == 200 and response.json()["status"] == "ignored"
+    assert no_claims_nor_jobs(conn, feishu_settings)
+    [line] = [r.getMessage() for r in caplog.records if "malformed" in r.getMessage()]
+    assert field in line
+
+
+@pytest.mark.parametrize("timestamp", ["nan", "inf", "-inf", "1e999", "-1", "99999999999999999999", "now"])
+def test_a_timestamp_that_is_not_whole_seconds_is_refused(webhook, events, conn, feishu_settings, timestamp):
+    headers, body = sealed(events, json.dumps(events.image(chat_id(), b"png")).encode(), timestamp=timestamp)
+    response = post(f"{webhook}/feishu/events", headers, body)
+    assert response.status_code == 401
+    assert no_claims_nor_jobs(conn, feishu_settings)
+
+
+def test_a_full_redis_answers_503_with_retry_after_and_the_resend_is_taken(conn, events, feishu_settings, set_env):
+    from ocr_core.queue import INTAKE_CHECK_INTERVAL
+
+    settings = set_env(intake_memory_fraction="0.01")
+    api = FastAPI()
+    api.include_router(build_router(settings, conn))
+    payload = events.image(chat_id(), b"png")
+    previous = conn.config_get("maxmemory")["maxmemory"]
+    # Intake stops at half of what Redis already holds; Redis itself is far from refusing a write.
+    conn.config_set("maxmemory", conn.info("memory")["used_memory"] * 50)
+    try:
+        # Each process trusts its last look at Redis's memory this long.
+        time.sleep(INTAKE_CHECK_INTERVAL)
+        with serve(api) as served:
+            response = events.deliver(f"{served.url}/feishu/events", payload)
+        assert response.status_code == 503 and int(response.headers["retry-after"]) > 0
+        assert no_claims_nor_jobs(conn, settings)
+    finally:
+        conn.config_set("maxmemory", previous)
+        time.sleep(INTAKE_CHECK_INTERVAL)
+    with serve(api) as served:
+        assert events.deliver(f"{served.url}/feishu/events", payload).json()["status"] == "queued"
+    assert len(queued(conn, settings)) == 1
+
+
+def test_long_connection_mode_needs_no_key_or_token_and_serves_no_webhook(conn, feishu, events, feishu_settings, set_env):
+    from bots.feishu.bots import get_bot
+    from bots.feishu.longconn import Listener
+
+    other = feishu.add_app()
+    bots = {"sales": {"app_id": other.app_id, "app_secret": other.app_secret, "mode": "long-connection"}}
+    settings = set_env(feishu_encrypt_key="", feishu_verification_token="", feishu_mode="long-connection", feishu_bots=json.dumps(bots))
+    api = FastAPI()
+    api.include_router(build_router(settings, conn))
+    with serve(api) as served:
+        for path in ("/feishu/events", "/feishu/sales/events"):
+            response = httpx.post(f"{served.url}{path}", content=json.dumps(events.image(chat_id(), b"png")), timeout=10)
+            assert response.status_code == 404 and "long connection" in response.json()["msg"]
+        assert "OCRHUB_FEISHU_MODE=webhook" in response.json()["msg"] or '"mode": "webhook"' in response.json()["msg"]
+    assert queued(conn, settings) == []
+    # The long connection itself takes the bot's events with neither secret.
+    assert Listener(get_bot(settings, "default"), settings, conn).hear(json.dumps(events.image(chat_id(), b"png")).encode()).status == "queued"
+    # A further bot in webhook mode is still held to a key or token, and told how to say otherwise.
+    bots["sales"]["mode"] = "webhook"
+    with pytest.raises(BotConfigError, match=r'"mode": "long-connection" in OCRHUB_FEISHU_BOTS\[\'sales\'\]'):
+        build_router(set_env(feishu_bots=json.dumps(bots)), conn)
+
+
+def test_the_long_connection_drops_what_it_cannot_read(conn, events, feishu_settings):
+    from bots.feishu.bots import get_bot
+    from bots.feishu.longconn import Listener
+
+    listener = Listener(get_bot(feishu_settings, "default"), feishu_settings, conn)
+    payload = events.image(chat_id(), b"png")
+    payload["event"]["message"]["mentions"] = 5
+    for raw in (b"[" * 1000 + b"]" * 1000, json.dumps(payload).encode(), b"\xff"):
+        assert listener.hear(raw).status == "ignored"
+    assert no_claims_nor_jobs(conn, feishu_settings)
+
+
+def test_outcomes_are_counted_by_bot_outcome_and_reason(webhook, events, conn, feishu_settings):
+    from bots.feishu.webhook import EVENTS_METRIC
+    from ocrhub.metrics import COUNTERS, series
+
+    url = f"{webhook}/feishu/events"
+    image = events.image(chat_id(), b"png")
+    events.deliver(url, image)
+    events.deliver(url, image)
+    events.deliver(url, events.text(chat_id(), "hello"))
+    events.deliver(url, events.image(chat_id(), b"png", sender_type="app"))
+    events.deliver(url, events.post(chat_id(), ["only words"]))
+    events.deliver(url, events.other())
+    events.deliver(url, events.url_verification())
+    malformed = events.image(chat_id(), b"png")
+    malformed["event"]["message"]["mentions"] = 5
+    events.deliver(url, malformed)
+    headers, body = events.seal(events.image(chat_id(), b"png"))
+    post(url, {**headers, "X-Lark-Signature": "0" * 64}, body)
+    events.deliver(url, events.image(chat_id(), b"png"), timestamp=str(int(time.time()) - 3600))
+    httpx.post(f"{webhook}/feishu/nobody/events", content=b"{}", timeout=10)
+    httpx.post(url, content=b"[" * 1000, timeout=10)
+
+    def labels(outcome: str, reason: str = "", bot: str = "default") -> str:
+        return series(EVENTS_METRIC, {"platform": "feishu", "bot": bot, "outcome": outcome, "reason": reason})
+
+    expected = {
+        labels("queued"): 1,
+        labels("duplicate"): 1,
+        labels("ignored", "not_image"): 1,
+        labels("ignored", "from_bot"): 1,
+        labels("ignored", "no_image"): 1,
+        labels("ignored", "not_message"): 1,
+        labels("ignored", "challenge"): 1,
+        labels("ignored", "malformed"): 1,
+        labels("refused", "bad_signature"): 1,
+        labels("refused", "replay"): 1,
+        labels("refused", "unknown_bot", bot=""): 1,
+        labels("refused", "not_json"): 1,
+    }
+    deadline = time.monotonic() + 5
+    while True:
+        counted = {k.decode(): int(v) for k, v in conn.hgetall(COUNTERS).items() if k.startswith(EVENTS_METRIC.encode())}
+        if counted == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert counted == expected
+    # Labels come from a few fixed words: never a chat, message or bot id taken from a request.
+    assert image["event"]["message"]["chat_id"] not in str(counted) and "nobody" not in str(counted)
+
+
+def test_an_unexpected_failure_is_one_log_line_and_a_4xx_or_503_never_a_500(events, conn, feishu_settings, caplog):
+    import asyncio
+
+    from bots.feishu.bots import get_bot
+    from bots.feishu.webhook import Receiver, async_twin
+
+    class Broken:
+        def open(self, headers, body):  # noqa: ANN001, ANN202
+            raise RuntimeError("a bug while reading")
+
+    async def failing_run(batch):  # noqa: ANN001, ANN202
+        raise KeyError("a bug while queueing")
+
+    async def receive_both() -> tuple[int, int]:
+        aconn = async_twin(conn)
+        try:
+            reading = Receiver(get_bot(feishu_settings, "default"), feishu_settings, conn, aconn)
+            reading.gate = Broken()  # type: ignore[assignment]
+            queueing = Receiver(get_bot(feishu_settings, "default"), feishu_settings, conn, aconn)
+            queueing.batcher.run = failing_run
+            headers, body = events.seal(events.image(chat_id(), b"png"))
+            lowered = {k.lower(): v for k, v in headers.items()}
+            return (await reading.receive(lowered, body)).status, (await queueing.receive(lowered, body)).status
+        finally:
+            await aconn.aclose()
+
+    with caplog.at_level("ERROR", logger="ocrhub.feishu"):
+        assert asyncio.run(receive_both()) == (400, 503)
+    assert [r.getMessage().count("\n") for r in caplog.records] == [0, 0]
+    assert "a bug while reading" in caplog.records[0].getMessage() and "a bug while queueing" in caplog.records[1].getMessage()
+
+
+def test_a_new_message_under_an_event_id_seen_before_is_read_exactly_once(webhook, events, conn, feishu_settings):
+    # Found by the fuzzer: refused as a re-send on its event_id alone, the message held no claim,
+    # so the worker read it anyway, and again when it came back under a fresh event_id.
+    url = f"{webhook}/feishu/events"
+    first, second = events.image(chat_id(), b"png"), events.image(chat_id(), b"png")
+    second["header"]["event_id"] = first["header"]["event_id"]
+    assert events.deliver(url, first).json()["status"] == "queued"
+    assert events.deliver(url, second).json()["status"] == "queued"
+    second["header"]["event_id"] = "a-fresh-event-id"
+    assert events.deliver(url, second).json()["status"] == "duplicate"
+    messages = [job.message_id for job in queued(conn, feishu_settings)]
+    assert sorted(messages) == sorted(p["event"]["message"]["message_id"] for p in (first, second))
