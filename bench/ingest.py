@@ -42,6 +42,7 @@ APP_SECRET = "bench-secret"
 ENCRYPT_KEY = "bench-encrypt-key"
 VERIFICATION_TOKEN = "bench-verification-token"
 WARM_UP = 1.0
+API_TOKEN = "bench-api-token"  # /bare sits behind the API token like every route but the webhooks
 
 
 def bench_app() -> FastAPI:
@@ -236,6 +237,7 @@ def main() -> None:
             OCRHUB_FEISHU_ENCRYPT_KEY=ENCRYPT_KEY,
             OCRHUB_FEISHU_VERIFICATION_TOKEN=VERIFICATION_TOKEN,
             OCRHUB_LOG_LEVEL="WARNING",
+            OCRHUB_API_TOKEN=API_TOKEN,
             PYTHONPATH=str(root),
         )
         process = subprocess.Popen(
@@ -251,7 +253,7 @@ def main() -> None:
             per_phase = int(6000 * args.seconds)
             print(f"preparing {2 * per_phase} signed, encrypted events…", file=sys.stderr)
             events = sealed_events(2 * per_phase)
-            bare = [http_request("/bare", {}, r.split(b"\r\n\r\n", 1)[1]) for r in events[:per_phase]] * 4
+            bare = [http_request("/bare", {"Authorization": f"Bearer {API_TOKEN}"}, r.split(b"\r\n\r\n", 1)[1]) for r in events[:per_phase]] * 4
 
             asyncio.run(throughput(port, bare, WARM_UP, args.connections))
             asyncio.run(throughput(port, events[-3000:], WARM_UP, args.connections))

@@ -1,29 +1,21 @@
-"""The `ocrhub` command."""
+"""The `ocrhub` command: the group, every subcommand's arguments and help, and the small commands.
+
+The larger commands' work lives in their own modules (`direct_ocr`, `submit`, `requeue`,
+`settings_in_force`, `vllm_commands`), imported inside the command that needs them, so that
+`ocrhub --help` stays fast and the API process never loads what only a worker needs."""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
 from ocrhub import __version__
 from ocrhub.logs import setup_logging
 from ocrhub.settings import Settings, SettingsError, get_settings
-
-if TYPE_CHECKING:
-    import httpx
-    import redis
-    from rq.job import Job
-    from rq.registry import FailedJobRegistry
-
-# Below this many files a progress bar is noise.
-PROGRESS_MIN_FILES = 5
 
 
 def load() -> Settings:
@@ -55,40 +47,9 @@ def ocr(files: tuple[str, ...], as_json: bool) -> None:
     Uses the same normalisation, tiling and engine as the workers. Errors go to
     stderr per file; the exit code is 1 if any file failed.
     """
-    from tqdm import tqdm
+    from ocrhub.direct_ocr import read_and_print
 
-    from ocr_core import reader
-    from ocr_core.engines import get_engine
-    from ocr_core.errors import OcrHubError
-
-    settings = load()
-    try:
-        engine = get_engine(settings.ocr_engine, settings.engine_threads)
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from None
-    texts: dict[str, str] = {}
-    failed = 0
-    bar = tqdm(total=len(files), file=sys.stderr, unit="image", disable=len(files) < PROGRESS_MIN_FILES)
-    for typed in files:
-        try:
-            reading = reader.read_file(typed, engine, settings)
-        except (OSError, OcrHubError) as exc:
-            failed += 1
-            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            bar.write(f"ocrhub: {typed}: {message}", file=sys.stderr)
-        else:
-            text = "\n".join(line.text for line in reading.lines)
-            texts[typed] = text
-            if not as_json:
-                if len(files) > 1:
-                    bar.write(f"==> {typed} <==", file=sys.stdout)
-                bar.write(text, file=sys.stdout)
-        bar.update(1)
-    bar.close()
-    if as_json:
-        click.echo(json.dumps(texts, ensure_ascii=False, indent=2))
-    if failed:
-        sys.exit(1)
+    read_and_print(load(), files, as_json)
 
 
 @main.command()
@@ -141,8 +102,6 @@ def up(workers: int | None, port: int | None) -> None:
 
     Ctrl-C stops it cleanly: workers finish the image in hand, Redis saves its data.
     """
-    import os
-
     from ocrhub.hub import Hub
 
     if workers is not None:
@@ -153,18 +112,6 @@ def up(workers: int | None, port: int | None) -> None:
     settings = load()
     setup_logging(settings)
     sys.exit(Hub(settings).run())
-
-
-@dataclass
-class _Submitted:
-    typed: str
-    job_id: str = ""
-    text: str | None = None
-    error: str = ""
-
-    @property
-    def done(self) -> bool:
-        return self.text is not None or bool(self.error)
 
 
 @main.command()
@@ -179,133 +126,9 @@ def submit(files: tuple[Path, ...], timeout: float, as_json: bool) -> None:
     `ocrhub up` generated in the data folder. Uploads go to the `local` sink unless
     OCRHUB_ROUTES routes `upload:*` elsewhere.
     """
-    import httpx
+    from ocrhub.submit import submit_files
 
-    settings = load()
-    entries = [_Submitted(str(path)) for path in files]
-    told_where = False
-    with _api_client(settings) as client:
-        for entry, path in zip(entries, files):
-            data = path.read_bytes()
-            if len(data) > settings.max_image_bytes:
-                entry.error = f"{len(data)} bytes, over the {settings.max_image_bytes}-byte limit"
-                continue
-            response = _call(client, settings, "POST", "/api/images", files={"file": (path.name, data, "application/octet-stream")})
-            if response.status_code == 202:
-                body = response.json()
-                entry.job_id = body["job_id"]
-                if "sinks" in body and not told_where:
-                    told_where = True
-                    click.echo(f"ocrhub: texts go to {', '.join(body['sinks'])} ({body.get('sinks_from', 'OCRHUB_ROUTES')})", err=True)
-            else:
-                entry.error = f"the hub refused it ({response.status_code}): {_detail(response)}"
-        shown = 0
-        deadline = time.monotonic() + timeout
-        while True:
-            for entry in entries:
-                if not entry.done:
-                    try:
-                        _poll(client, settings, entry)
-                    except httpx.TransportError:
-                        pass  # the hub may be restarting; the deadline decides
-            shown = _show_ready(entries, shown, as_json)
-            if shown == len(entries) or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    for entry in entries[shown:]:
-        if not entry.done:
-            entry.error = f"no result within {timeout:.0f} s (still queued; is a worker running?)"
-    _show_ready(entries, shown, as_json)
-    if as_json:
-        click.echo(json.dumps({e.typed: e.text for e in entries if e.text is not None}, ensure_ascii=False, indent=2))
-    if any(e.error for e in entries):
-        sys.exit(1)
-
-
-def _poll(client: httpx.Client, settings: Settings, entry: _Submitted) -> None:
-    response = _call(client, settings, "GET", f"/api/jobs/{entry.job_id}")
-    if response.status_code == 404:
-        entry.error = f"the hub does not know job {entry.job_id} (any more)"
-        return
-    if response.status_code != 200:
-        return  # a passing 5xx (Redis restarting): ask again
-    body = response.json()
-    if body["status"] == "finished":
-        entry.text = body.get("text") or ""
-    elif body["status"] == "failed":
-        entry.error = body.get("error") or "failed"
-
-
-def _show_ready(entries: list[_Submitted], shown: int, as_json: bool) -> int:
-    """Print the results that are done and have every earlier one done too: argument order, not finishing order."""
-    while shown < len(entries) and entries[shown].done:
-        entry = entries[shown]
-        if entry.error:
-            click.echo(f"ocrhub: {entry.typed}: {entry.error}", err=True)
-        elif not as_json:
-            click.echo(f"==> {entry.typed} <==\n{entry.text}" if len(entries) > 1 else entry.text)
-        shown += 1
-    return shown
-
-
-# A hub listening on every interface is reached over loopback from its own machine.
-WILDCARD_HOSTS = {"", "0.0.0.0", "::", "[::]"}
-
-
-def api_url(settings: Settings) -> str:
-    """The API of the hub `ocrhub up` published in the data folder, else OCRHUB_API_HOST:OCRHUB_API_PORT."""
-    from ocrhub.runtime import running_hub
-
-    hub = running_hub(settings)
-    if hub and hub.get("api_url"):
-        host, _, port = hub["api_url"].partition("://")[2].rstrip("/").rpartition(":")
-    else:
-        host, port = settings.api_host, str(settings.api_port)
-    if host in WILDCARD_HOSTS:
-        host = "127.0.0.1"
-    elif ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def _api_client(settings: Settings) -> httpx.Client:
-    import httpx
-
-    from ocrhub.auth import api_token
-
-    token = api_token(settings)
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=api_url(settings), headers=headers, timeout=60.0)
-
-
-def _call(client: httpx.Client, settings: Settings, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    """One request to the hub's API; no hub or a refused token ends the command with what to do."""
-    import httpx
-
-    from ocrhub.auth import token_file
-
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.ConnectError as exc:
-        raise click.ClickException(
-            f"no hub answers at {client.base_url} ({exc}): start one with `ocrhub up`, or set "
-            "OCRHUB_API_HOST / OCRHUB_API_PORT to where its API listens"
-        ) from None
-    if response.status_code == 401:
-        problem = "refused the API token" if "authorization" in client.headers else "wants an API token and none is set"
-        raise click.ClickException(
-            f"the hub at {client.base_url} {problem}: set OCRHUB_API_TOKEN to the hub's token "
-            f"(a hub that generated its own keeps it in {token_file(settings)})"
-        )
-    return response
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        detail = response.json().get("detail")
-    except (ValueError, AttributeError):
-        detail = None
-    return str(detail) if detail else response.text.strip()[:200] or response.reason_phrase
+    submit_files(load(), files, timeout, as_json)
 
 
 @main.command()
@@ -357,85 +180,42 @@ def requeue(job_ids: tuple[str, ...], every: bool, queue_names: tuple[str, ...])
     nor --all, list the failed jobs. Talks to the running hub's Redis (or OCRHUB_REDIS_URL).
     """
     import redis
-    from rq.exceptions import InvalidJobOperation, NoSuchJobError
-    from rq.job import Job
-    from rq.registry import FailedJobRegistry
-    from rq.serializers import JSONSerializer
 
-    from ocr_core.queue import all_queues, delivery_job_id, ocr_job_id
+    from ocrhub.requeue import UnknownQueue, choose, failed_jobs, hand_back, last_errors
     from ocrhub.runtime import connect
 
     settings = load()
+    scope = f" in {', '.join(queue_names)}" if queue_names else ""
     try:
         conn = connect(settings)
-        queues = all_queues(conn, settings)
-        names = [q.name for q in queues]
-        unknown = sorted(set(queue_names) - set(names))
-        if unknown:
-            raise click.BadParameter(f"no queue {', '.join(unknown)}: the hub's queues are {', '.join(names)}", param_hint="--queue")
-        failed = [
-            (FailedJobRegistry(queue=q), job_id)
-            for q in queues
-            if not queue_names or q.name in queue_names
-            for job_id in FailedJobRegistry(queue=q).get_job_ids()
-        ]
+        try:
+            failed = failed_jobs(conn, settings, queue_names)
+        except UnknownQueue as exc:
+            raise click.BadParameter(str(exc), param_hint="--queue") from None
         if not job_ids and not every:
-            _list_failed(conn, failed)
+            if not failed:
+                click.echo("no failed jobs")
+                return
+            for job, reason in zip(failed, last_errors(conn, failed)):
+                click.echo(f"{job.job_id}  {job.registry.name}  {reason}".rstrip())
+            click.echo(f"requeue them with `ocrhub requeue --all`, or name ids; {len(failed)} failed", err=True)
             return
-        chosen = failed if every else []
-        missing = []
-        for given in job_ids:
-            matches = [(r, i) for r, i in failed if i in (given, ocr_job_id(given)) or i.startswith(delivery_job_id(given, ""))]
-            chosen += [m for m in matches if m not in chosen]
-            if not matches:
-                missing.append(given)
-        for registry, job_id in chosen:
-            try:
-                job = Job.fetch(job_id, connection=conn, serializer=JSONSerializer)
-                if job.retries_left is not None and job.retry_intervals:
-                    job.retries_left = len(job.retry_intervals)
-                _hold_image_again(conn, settings, job)  # before it can run and let go of them
-                registry.requeue(job)
-            except (NoSuchJobError, InvalidJobOperation):
-                click.echo(f"ocrhub: {job_id}: no longer in the failed registry of {registry.name}", err=True)
-                continue
-            click.echo(f"requeued {job_id} ({registry.name})")
+        chosen, missing = choose(failed, job_ids, every)
+        for job in chosen:
+            if hand_back(conn, settings, job):
+                click.echo(f"requeued {job.job_id} ({job.registry.name})")
+            else:
+                click.echo(f"ocrhub: {job.job_id}: no longer in the failed registry of {job.registry.name}", err=True)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
     except redis.RedisError as exc:
         raise click.ClickException(f"cannot reach the hub's Redis: {exc}") from None
     if not chosen and not missing:
-        click.echo("nothing to requeue: no failed jobs" + (f" in {', '.join(queue_names)}" if queue_names else ""))
+        click.echo(f"nothing to requeue: no failed jobs{scope}")
     for given in missing:
-        click.echo(f"ocrhub: {given}: no failed job with this id" + (f" in {', '.join(queue_names)}" if queue_names else ""), err=True)
+        click.echo(f"ocrhub: {given}: no failed job with this id{scope}", err=True)
     if missing:
         sys.exit(1)
-
-
-def _list_failed(conn: redis.Redis, failed: list[tuple[FailedJobRegistry, str]]) -> None:
-    from rq.job import Job
-    from rq.serializers import JSONSerializer
-
-    if not failed:
-        click.echo("no failed jobs")
-        return
-    for (registry, job_id), job in zip(failed, Job.fetch_many([i for _, i in failed], connection=conn, serializer=JSONSerializer)):
-        latest = job.latest_result() if job is not None else None
-        reason = [line for line in (latest.exc_string or "").strip().splitlines() if line.strip()][-1:] if latest else []
-        click.echo(f"{job_id}  {registry.name}  {reason[0] if reason else ''}".rstrip())
-    click.echo(f"requeue them with `ocrhub requeue --all`, or name ids; {len(failed)} failed", err=True)
-
-
-def _hold_image_again(conn: redis.Redis, settings: Settings, job: Job) -> None:
-    """A job that failed for good let go of its image bytes (kept a while for this); the requeued one holds them again."""
-    from ocr_core import store
-    from ocr_core.job import ImageJob
-    from ocr_core.queue import DELIVER, PROCESS
-
-    if job.func_name == PROCESS and job.args:
-        store.hold_image(conn, ImageJob.from_dict(job.args[0]).job_id, [store.READER], settings.blob_ttl)
-    elif job.func_name == DELIVER and len(job.args) == 2:
-        store.hold_image(conn, job.args[0], [store.delivery_holder(job.args[1])], settings.blob_ttl)
 
 
 @main.command(name="settings")
@@ -445,91 +225,21 @@ def show_settings() -> None:
     What a 0 or an unset value means right now (a running hub's Redis, its workers) follows as a comment.
     """
     from ocrhub.settings import env_lines
+    from ocrhub.settings_in_force import notes_in_force
 
     settings = load()
     click.echo("# ocrhub settings in force (environment, .env, defaults); secrets show as ****")
-    for line in env_lines(settings, _in_force(settings)):
+    for line in env_lines(settings, notes_in_force(settings)):
         click.echo(line)
-
-
-def _in_force(settings: Settings) -> dict[str, str]:
-    """Notes on the values that 0 or unset stand for, as the running hub (if any) resolved them."""
-    from urllib.parse import urlsplit
-
-    from ocrhub.auth import api_token, token_file
-    from ocrhub.runtime import running_hub
-    from ocrhub.settings import SECRET_SHOWN, mask_url
-
-    hub = running_hub(settings)
-    notes: dict[str, str] = {}
-    if not settings.redis_url:
-        if hub:
-            notes["redis_url"] = f"{mask_url(hub['redis_url'])} = the Redis of the hub running now (pid {hub['pid']})"
-            port = urlsplit(hub["redis_url"]).port
-            if not settings.redis_port and port:
-                notes["redis_port"] = f"{port} in use now"
-        else:
-            notes["redis_url"] = "unset: `ocrhub up` starts an embedded redis-server in the data folder"
-            if not settings.redis_port:
-                notes["redis_port"] = "a free port at each start"
-    running = _running_workers(settings) if hub else None
-    if hub and running is not None:
-        notes["workers"] = f"{running} running in the hub now (pid {hub['pid']})"
-    elif not settings.workers:
-        notes["workers"] = f"{settings.worker_count} = one per CPU core"
-    if not settings.worker_threads:
-        notes["worker_threads"] = f"{settings.threads_per_worker} per worker process"
-    if not settings.engine_threads:
-        notes["engine_threads"] = "1: the workers share the cores" if settings.threads_per_engine else "all cores: one worker"
-    if not settings.api_token.get_secret_value():
-        try:
-            generated = bool(api_token(settings))
-        except OSError:
-            generated = False
-        path = token_file(settings)
-        notes["api_token"] = f"{SECRET_SHOWN}, generated in {path}" if generated else f"unset: `ocrhub up` generates one into {path}"
-    return notes
-
-
-def _running_workers(settings: Settings) -> int | None:
-    """Worker processes serving the hub's queues (thread workers share their process's pid), or None if Redis is out of reach."""
-    import redis
-    from rq import Worker
-
-    from ocr_core.queue import ocr_queue
-    from ocrhub.runtime import redis_url
-
-    try:
-        conn = redis.Redis.from_url(redis_url(settings), socket_timeout=2, socket_connect_timeout=2)
-        return len({(w.hostname, w.pid) for w in Worker.all(queue=ocr_queue(conn, settings))})
-    except (RuntimeError, redis.RedisError):
-        return None
 
 
 @main.command(name="vllm-command")
 @click.option("--port", type=int, default=None, help="Port to serve on; default: the first OCRHUB_VLLM_URLS port, else 8000.")
 def vllm_command(port: int | None) -> None:
     """Print the `vllm serve` line that fits the settings in force (HunyuanOCR's recommended flags)."""
-    import shlex
-    from urllib.parse import urlsplit
+    from ocrhub.vllm_commands import serve_line
 
-    settings = load()
-    if port is None:
-        port = (urlsplit(settings.vllm_urls[0]).port if settings.vllm_urls else None) or 8000
-    # With 'auto' ocrhub finds the limit below vLLM's own cap; 16 is what held on a 24 GB GPU.
-    seqs = 16 if settings.vllm_concurrency == "auto" else int(settings.vllm_concurrency)
-    words = [
-        "vllm", "serve", settings.vllm_model, "--served-model-name", settings.vllm_model,
-        "--host", "0.0.0.0", "--port", str(port),
-        "--no-enable-prefix-caching", "--mm-processor-cache-gb", "0",
-        "--max-num-seqs", str(seqs), "--gpu-memory-utilization", "0.9",
-        "--max-model-len", str(max(8192, settings.vllm_max_tokens + 4096)),
-        "--trust-remote-code",
-    ]
-    line = " ".join(shlex.quote(w) for w in words)
-    if settings.vllm_api_key.get_secret_value():
-        line += ' --api-key "$OCRHUB_VLLM_API_KEY"'  # the secret stays in the environment, not in shell history
-    click.echo(line)
+    click.echo(serve_line(load(), port))
 
 
 @main.command(name="vllm-status")
@@ -538,6 +248,7 @@ def vllm_status(as_json: bool) -> None:
     """The vLLM limit in force per server, why it last changed, circuits and the last metrics."""
     from ocr_core.vllm.servers import report
     from ocrhub.runtime import connect
+    from ocrhub.vllm_commands import status_lines
 
     settings = load()
     if not settings.vllm_urls:
@@ -549,17 +260,8 @@ def vllm_status(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    click.echo(f"concurrency: {settings.vllm_concurrency} (bounds {settings.vllm_min_concurrency}..{settings.vllm_max_concurrency})")
-    for row in rows:
-        m = row["metrics"]
-        circuit = row["state"] + (f" for {row['open_for_s']:.0f} s" if row["state"] == "open" else "")
-        click.echo(f"{row['url']}: limit {row['limit']} (target {row['target']}), in flight {row['in_flight']}, circuit {circuit}")
-        click.echo(f"    last change: {row['reason']}")
-        if m:
-            click.echo(
-                f"    vLLM: healthy={m.get('healthy')} running={m.get('running', '?')} waiting={m.get('waiting', '?')} "
-                f"kv={m.get('kv_usage', 0):.0%} preemptions={m.get('preemptions', '?')} {m.get('error', '')}"
-            )
+    for line in status_lines(settings, rows):
+        click.echo(line)
 
 
 def _register_plugins() -> None:

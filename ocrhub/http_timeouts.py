@@ -173,7 +173,11 @@ def protocol_with_deadlines(seconds: float) -> type[DeadlineHttpToolsProtocol]:
 
 
 def uvicorn_config(app: ASGIApp, request_timeout: float, **options: Any) -> uvicorn.Config:
-    """The uvicorn configuration `ocrhub serve` runs with: deadlines on every request, no access log."""
+    """The uvicorn configuration `ocrhub serve` runs with: deadlines on every request, no access log,
+    and uvicorn's own lines logged through ocrhub's root handler (`setup_logging`)."""
     options.setdefault("access_log", False)
+    # uvicorn's default config gives its loggers their own handlers, which bypass ocrhub's JSON
+    # lines and secret redaction; with none, they propagate to the root logger.
+    options.setdefault("log_config", None)
     options.setdefault("timeout_keep_alive", KEEP_ALIVE_S)
     return uvicorn.Config(app, http=protocol_with_deadlines(request_timeout), **options)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
 import redis
 from PIL import Image
 from rq import Worker
@@ -25,7 +27,7 @@ from ocrhub.redis_server import free_port
 from ocrhub.worker import build_worker
 from sinks.local import LocalStore
 from tests import fakes
-from tests.hub_process import ROOT, running_hub
+from tests.hub_process import ROOT, hub_environment, running_hub
 from tests.imagegen import encode, text_image, words
 
 
@@ -141,6 +143,33 @@ def test_settings_show_what_the_running_hub_uses(tmp_path, settings, redis_serve
     port = redis_server.url.rsplit(":", 1)[1].split("/")[0]
     assert f"OCRHUB_REDIS_PORT=0  # {port} in use now" in lines
 
+
+
+@pytest.mark.parametrize("log_json", [False, True])
+def test_serve_logs_uvicorn_through_ocrhubs_handler(tmp_path, redis_server, log_json):
+    """uvicorn's own lines (startup, shutdown) come out as ocrhub's: JSON when asked, at INFO by default."""
+    env = hub_environment(tmp_path, OCRHUB_REDIS_URL=redis_server.url, OCRHUB_API_HOST="127.0.0.1", OCRHUB_LOG_JSON=str(log_json).lower())
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        serve = subprocess.Popen([sys.executable, "-m", "ocrhub.cli", "serve"], cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        while "Uvicorn running on" not in log.read_text():
+            assert serve.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        serve.send_signal(signal.SIGTERM)  # as the hub stops it
+        serve.wait(60)
+    finally:
+        serve.kill()
+        serve.wait(60)
+    lines = log.read_text().splitlines()
+    running = f"Uvicorn running on http://127.0.0.1:{env['OCRHUB_API_PORT']}"
+    if log_json:
+        entries = [json.loads(line) for line in lines]  # every line, uvicorn's too
+        assert any(e["logger"] == "uvicorn.error" and e["level"] == "INFO" and e["message"].startswith(running) for e in entries), lines
+        assert any(e["logger"] == "uvicorn.error" and e["message"].startswith("Finished server process") for e in entries), lines
+    else:
+        assert any(re.fullmatch(rf"\S+ \S+ INFO uvicorn\.error: {re.escape(running)}.*", line) for line in lines), lines
 
 def test_search_of_a_missing_store_says_where_it_looked_and_creates_nothing(tmp_path):
     data = tmp_path / "wrong-folder"
