@@ -58,6 +58,20 @@ def hub_environment(tmp_path: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def drained(hub: Hub) -> bool:
+    """Nothing queued, running or waiting for a retry, on any queue."""
+    queues = hub.get("/api/queue").json()
+    return all(q["queued"] == q["started"] == q["scheduled"] == 0 for q in queues.values())
+
+
+def settled(hub: Hub) -> bool:
+    """Drained, and still so a second later: a retry or a follow-up job had its chance to appear."""
+    if not drained(hub):
+        return False
+    time.sleep(1.0)
+    return drained(hub)
+
+
 def start_hub(tmp_path: Path, env: dict[str, str], log_name: str = "hub.log") -> Hub:
     """`ocrhub up` with `env`, once its API answers; the caller stops it."""
     data, port = Path(env["OCRHUB_DATA_DIR"]), env["OCRHUB_API_PORT"]

@@ -36,7 +36,7 @@ from tests.bots.feishu.fixtures import app, events, feishu  # noqa: F401 - fixtu
 from tests.emulators.feishu import App, Events, FeishuEmulator, chat_id
 from tests.emulators.notion import NotionEmulator
 from tests import hub_process
-from tests.hub_process import Hub
+from tests.hub_process import Hub, settled
 from tests.imagegen import encode, text_image
 
 ROUTES = json.dumps({"feishu:*": ["feishu-reply", "local", "kb"]})
@@ -82,20 +82,6 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, hub: Hub, ever
         assert time.monotonic() < deadline, f"not within {timeout:.0f} s: {what}\n{hub.tail()}"
         time.sleep(every)
     return value
-
-
-def drained(hub: Hub) -> bool:
-    """Nothing queued, running or waiting for a retry, on any queue."""
-    queues = hub.get("/api/queue").json()
-    return all(q["queued"] == q["started"] == q["scheduled"] == 0 for q in queues.values())
-
-
-def settled(hub: Hub) -> bool:
-    """Drained, and still so a second later: a retry or a follow-up job had its chance to appear."""
-    if not drained(hub):
-        return False
-    time.sleep(1.0)
-    return drained(hub)
 
 
 def posted(event: dict, images: list[bytes]) -> list[Posted]:

@@ -79,19 +79,6 @@ def wait_until(check: Callable[[], T], timeout: float, what: str, hub: Hub, ever
         time.sleep(every)
 
 
-def drained(hub: Hub) -> bool:
-    queues = hub.get("/api/queue").json()
-    return all(q["queued"] == q["started"] == q["scheduled"] == 0 for q in queues.values())
-
-
-def settled(hub: Hub) -> bool:
-    """Drained, and still so a second later (a retry or follow-up job had its chance to appear)."""
-    if not drained(hub):
-        return False
-    time.sleep(1.0)
-    return drained(hub)
-
-
 def assert_each_delivered_once(feishu: FeishuEmulator, notion: NotionEmulator, source_id: str, data: Path, posted: list[Posted]) -> None:
     """One reply per image (the text, or one clear error for a bad one), one Notion row and one stored reading per good image."""
     replies = Counter(r.parent_id for r in feishu.all_replies())

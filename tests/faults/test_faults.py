@@ -27,8 +27,8 @@ from tests import fakes
 from tests.bots.feishu.fixtures import app, events, feishu  # noqa: F401 - fixtures
 from tests.emulators.feishu import App, Events, FeishuEmulator, chat_id
 from tests.emulators.notion import NotionEmulator
-from tests.faults.flow import ROUTES, Posted, acknowledge, assert_each_delivered_once, post_image, settled, wait_until
-from tests.hub_process import Hub, hub_environment, start_hub, stop_hub
+from tests.faults.flow import ROUTES, Posted, acknowledge, assert_each_delivered_once, post_image, wait_until
+from tests.hub_process import Hub, hub_environment, settled, start_hub, stop_hub
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(300)]
 
