@@ -13,7 +13,6 @@ import json
 import os
 import resource
 import selectors
-import shutil
 import subprocess
 import sys
 import tarfile

@@ -23,7 +23,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import pytest
 from PIL import Image
 from rq import Worker

@@ -78,7 +78,7 @@ def test_jobs_held_by_live_workers_or_still_queued_are_left_alone(conn: redis.Re
     running.set_status(JobStatus.STARTED)
     running.save()
     conn.zadd(q.started_job_registry.key, {f"{running.id}:exec-1": time.time() + 600})
-    conn.sadd(f"rq:worker:alive-1:executions", f"{running.id}:exec-1")  # as RQ records an execution
+    conn.sadd("rq:worker:alive-1:executions", f"{running.id}:exec-1")  # as RQ records an execution
     assert sweep_twice(OrphanSweep(conn, settings, grace=0.2)) == ([], [])
     assert q.job_ids == [waiting.id]
     # The same worker, started again after a Redis outage: alive, but no longer running that job.

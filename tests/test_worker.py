@@ -13,7 +13,6 @@ from rq.serializers import JSONSerializer
 
 from ocr_core import queue
 from ocr_core.status import job_state
-from ocrhub.reaper import reap
 from ocrhub.worker import run_worker, warm_up
 from tests import fakes
 
