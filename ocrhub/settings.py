@@ -76,7 +76,7 @@ class Settings(BaseSettings):
 
     job_timeout: Annotated[int, Field(gt=0)] = Field(default=180, description="Seconds one job may run; also how soon a job of a killed worker is retried.")
     retry_intervals: Annotated[list[int], NoDecode] = Field(default=[5, 30, 120, 600, 1800], description="Seconds between retries of a transient failure, comma-separated.")
-    blob_ttl: Annotated[int, Field(gt=0)] = Field(default=7 * 24 * 3600, description="How long image bytes stay in Redis for retries.")
+    blob_ttl: Annotated[int, Field(gt=0)] = Field(default=7 * 24 * 3600, description="Upper bound on how long image bytes stay in Redis: they go as soon as no job or delivery needs them.")
     failed_blob_ttl: Annotated[int, Field(ge=0)] = Field(default=24 * 3600, description="How long the image bytes of a job or delivery that failed for good stay in Redis, for an admin's requeue; never past blob_ttl; 0 = not kept.")
     cache_ttl: Annotated[int, Field(gt=0)] = Field(default=30 * 24 * 3600, description="How long a result is reused for the same image bytes.")
 
