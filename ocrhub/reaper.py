@@ -106,12 +106,16 @@ class OrphanSweep:
         self.settings = settings
         self.grace = grace
         self.suspects: dict[str, tuple[float, bytes]] = {}  # job id → (first seen, status then)
+        self.workers_seen: set[str] = set()
 
     def run(self, *, scan_all: bool = True) -> list[str]:
-        """One sweep; `scan_all` also looks at every job key (for jobs dequeued and never started)."""
+        """One sweep; `scan_all` also looks at every job key (for jobs dequeued and never started),
+        as does any sweep that finds a worker gone since the last one, or suspects to look at again."""
         now = time.monotonic()
         queues = all_queues(self.conn, self.settings)
         live = self._live_workers()
+        scan_all = scan_all or bool(self.workers_seen - live) or bool(self.suspects)
+        self.workers_seen = live
         seen: dict[str, bytes] = {}
         # Started registries: entries whose job is not started by a live worker.
         for queue in queues:

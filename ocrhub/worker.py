@@ -185,11 +185,11 @@ class Scheduler:
         if now < self.next_sweep:
             return
         full = now >= self.next_full_sweep
-        self.sweep.run(scan_all=full)
+        self.sweep.run(scan_all=full)  # a worker gone since the last sweep makes it a full one too
         # What looked orphaned once is looked at again a grace later, and handed back if it still is.
         self.next_sweep = now + (self.sweep.grace if self.sweep.suspects else self.SWEEP_EVERY)
         if full:
-            self.next_full_sweep = now + (self.sweep.grace if self.sweep.suspects else self.SWEEP_ALL_EVERY)
+            self.next_full_sweep = now + self.SWEEP_ALL_EVERY
 
     def _run(self) -> None:
         backoff = 1.0

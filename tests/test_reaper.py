@@ -146,3 +146,18 @@ def test_a_job_a_real_worker_is_reading_is_never_swept(conn: redis.Redis, settin
         conn.delete(fakes.HOLD_KEY)
         worker.send_signal(signal.SIGTERM)
         worker.wait(30)
+
+
+def test_a_worker_gone_since_the_last_sweep_makes_the_next_one_look_at_every_job(conn: redis.Redis, settings) -> None:
+    # The periodic sweep reads only the registries; a dequeued-never-started job is found by the full one.
+    rq_job = queued_job(conn, settings)
+    q = queue.ocr_queue(conn, settings)
+    worker = SimpleWorker([q], connection=conn, name="vanishing")
+    worker.register_birth()
+    sweep = OrphanSweep(conn, settings, grace=0.2)
+    assert sweep.run(scan_all=False) == []
+    conn.lpop(q.key)  # dequeued, and then the worker died
+    worker.register_death()
+    assert sweep.run(scan_all=False) == []  # a suspect now
+    time.sleep(0.3)
+    assert sweep.run(scan_all=False) == [rq_job.id]
