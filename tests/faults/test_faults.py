@@ -193,6 +193,7 @@ def test_after_an_unclean_stop_scheduled_retries_run_on_time(tmp_path: Path, fei
         took = time.monotonic() - started
     finally:
         stop_hub(second)
+    print(f"the scheduled retry ran {took:.1f} s after the new hub answered")
     assert took < 30, f"the retry ran {took:.0f} s after the restart (RQ alone waits for its 10-minute maintenance)"
 
 
