@@ -10,10 +10,7 @@ from pathlib import Path
 from ocr_core.engines import Engine, PageEngine, ReadRequest
 from ocr_core.image import check_file_size, normalise
 from ocr_core.job import Line
-from ocr_core.layout import page_order
-from ocr_core.orientation import Orientable, page_turn, upright
 from ocr_core.tiling import read_tiled
-from ocr_core.watermark import without_watermarks
 from ocrhub.settings import Settings
 
 __all__ = ["Reading", "read_bytes", "read_file"]
@@ -21,8 +18,7 @@ __all__ = ["Reading", "read_bytes", "read_file"]
 
 @dataclass(frozen=True)
 class Reading:
-    """What one image said: lines in reading order, and the size of the image they were read in: the
-    normalised image turned by `turned` degrees anticlockwise, so its text was upright."""
+    """What one image said: lines in reading order and page pixels of the upright image."""
 
     lines: tuple[Line, ...]
     width: int
@@ -30,7 +26,6 @@ class Reading:
     sha256: str
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "normalise", "recognise"
     engine: str = ""  # the engine that read it
-    turned: int = 0
 
     @property
     def text(self) -> str:
@@ -44,17 +39,11 @@ def read_bytes(data: bytes, engine: Engine | PageEngine, settings: Settings, req
     started = time.perf_counter()
     image = normalise(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
     normalised = time.perf_counter()
-    turned = 0
     if isinstance(engine, PageEngine):
         page = engine.read(image, request or ReadRequest(task=settings.vllm_task))
         lines, engine_name = page.lines, page.engine
     else:
-        # Before tiling: a tile's edge must cut across lines, never along them.
-        turned = page_turn(image, engine) if isinstance(engine, Orientable) else 0
-        image = upright(image, turned)
         lines = read_tiled(image, engine.recognise, tile_size=settings.tile_size, overlap=settings.tile_overlap)
-        kept = without_watermarks(lines, image)
-        lines = page_order(kept) if len(kept) < len(lines) else lines
         engine_name = engine.name
     finished = time.perf_counter()
     return Reading(
@@ -64,7 +53,6 @@ def read_bytes(data: bytes, engine: Engine | PageEngine, settings: Settings, req
         sha256=digest,
         timings={"normalise": normalised - started, "recognise": finished - normalised},
         engine=engine_name,
-        turned=turned,
     )
 
 

@@ -8,14 +8,13 @@ seam are joined back into one line. Columns appear only for images wider than `m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 from PIL import Image
 
 from ocr_core.job import Line
-from ocr_core.layout import page_order as reading_order  # tiles' lines leave in the page's reading order
 
 __all__ = ["MAX_SIDE", "Recognise", "Tile", "plan_tiles", "read_tiled", "reading_order"]
 
@@ -86,6 +85,17 @@ def read_tiled(
     for upper, lower in pairwise(bands):
         _drop_twins(upper, lower)
     return reading_order(kept.line for band in bands for kept in band)
+
+
+def reading_order(lines: Iterable[Line]) -> list[Line]:
+    """Top to bottom; lines sharing a row (overlapping vertically by over half the shorter) left to right."""
+    rows: list[list[Line]] = []
+    for line in sorted(lines, key=lambda item: (_centre_y(item), item.left)):
+        if rows and _same_row(rows[-1][0], line):
+            rows[-1].append(line)
+        else:
+            rows.append([line])
+    return [line for row in rows for line in sorted(row, key=lambda item: item.left)]
 
 
 def _spans(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
