@@ -7,10 +7,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
 from ocr_core.engines import Engine, PageEngine, ReadRequest
 from ocr_core.image import check_file_size, normalise
 from ocr_core.job import Line
-from ocr_core.tiling import read_tiled
+from ocr_core.layout import page_order
+from ocr_core.orientation import Orientable, page_turn, upright
+from ocr_core.tiling import plan_tiles, read_tiled
+from ocr_core.watermark import without_watermarks
 from ocrhub.settings import Settings
 
 __all__ = ["Reading", "read_bytes", "read_file"]
@@ -18,7 +23,8 @@ __all__ = ["Reading", "read_bytes", "read_file"]
 
 @dataclass(frozen=True)
 class Reading:
-    """What one image said: lines in reading order and page pixels of the upright image."""
+    """What one image said: lines in reading order, and the size of the image they were read in: the
+    normalised image turned by `turned` degrees anticlockwise, so its text was upright."""
 
     lines: tuple[Line, ...]
     width: int
@@ -26,6 +32,7 @@ class Reading:
     sha256: str
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "normalise", "recognise"
     engine: str = ""  # the engine that read it
+    turned: int = 0
 
     @property
     def text(self) -> str:
@@ -39,11 +46,14 @@ def read_bytes(data: bytes, engine: Engine | PageEngine, settings: Settings, req
     started = time.perf_counter()
     image = normalise(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
     normalised = time.perf_counter()
+    turned = 0
     if isinstance(engine, PageEngine):
         page = engine.read(image, request or ReadRequest(task=settings.vllm_task))
         lines, engine_name = page.lines, page.engine
     else:
-        lines = read_tiled(image, engine.recognise, tile_size=settings.tile_size, overlap=settings.tile_overlap)
+        image, turned, lines = _read_upright(image, engine, settings)
+        kept = without_watermarks(lines, image)
+        lines = page_order(kept) if len(kept) < len(lines) else lines
         engine_name = engine.name
     finished = time.perf_counter()
     return Reading(
@@ -53,7 +63,25 @@ def read_bytes(data: bytes, engine: Engine | PageEngine, settings: Settings, req
         sha256=digest,
         timings={"normalise": normalised - started, "recognise": finished - normalised},
         engine=engine_name,
+        turned=turned,
     )
+
+
+def _read_upright(image: Image.Image, engine: Engine, settings: Settings) -> tuple[Image.Image, int, list[Line]]:
+    """Turn the page upright if its text is turned, then read it tile by tile: the upright image,
+    the degrees it was turned (anticlockwise) and its lines."""
+    tiling = {"tile_size": settings.tile_size, "overlap": settings.tile_overlap}
+    if not isinstance(engine, Orientable):
+        return image, 0, read_tiled(image, engine.recognise, **tiling)
+    # Decided before tiling, since a tile's edge must cut across lines, never along them; from the
+    # first tile, which an upright page (the common case) then need not detect again.
+    first = plan_tiles(image.width, image.height, **tiling)[0][0]
+    detection = engine.detect(image if first.box == (0, 0, image.width, image.height) else image.crop(first.box))
+    turned = page_turn(detection, engine)
+    if turned:
+        image = upright(image, turned)
+        return image, turned, read_tiled(image, engine.recognise, **tiling)
+    return image, 0, read_tiled(image, engine.recognise, **tiling, known={first.box: engine.recognise_detected(detection)})
 
 
 def read_file(path: str | Path, engine: Engine | PageEngine, settings: Settings) -> Reading:

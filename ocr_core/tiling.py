@@ -8,13 +8,14 @@ seam are joined back into one line. Columns appear only for images wider than `m
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
 from PIL import Image
 
 from ocr_core.job import Line
+from ocr_core.layout import page_order as reading_order  # tiles' lines leave in the page's reading order
 
 __all__ = ["MAX_SIDE", "Recognise", "Tile", "plan_tiles", "read_tiled", "reading_order"]
 
@@ -66,18 +67,29 @@ def read_tiled(
     tile_size: int,
     overlap: int,
     max_side: int = MAX_SIDE,
+    known: Mapping[tuple[int, int, int, int], list[Line]] | None = None,
 ) -> list[Line]:
     """Read `image` tile by tile with `recognise` and return its lines in page coordinates and reading order.
 
     An image that fits one tile goes to `recognise` whole. `overlap` must exceed the tallest
-    text line, or a line cut by a row seam is whole in neither tile.
+    text line, or a line cut by a row seam is whole in neither tile. `known` holds tiles already
+    read, by box, in tile coordinates (the first tile, read while finding which way up the page is).
     """
+    known = known or {}
     rows = plan_tiles(image.width, image.height, tile_size=tile_size, overlap=overlap, max_side=max_side)
-    if len(rows) == 1 and len(rows[0]) == 1:
-        return reading_order(recognise(image))
+
+    whole = len(rows) == 1 and len(rows[0]) == 1
+
+    def read(tile: Tile) -> list[Line]:
+        if tile.box in known:
+            return known[tile.box]
+        return recognise(image if whole else image.crop(tile.box))
+
+    if whole:
+        return reading_order(read(rows[0][0]))
     bands: list[list[_Kept]] = []
     for index, row in enumerate(rows):
-        found = [[_shifted(line, tile.left, tile.top) for line in recognise(image.crop(tile.box))] for tile in row]
+        found = [[_shifted(line, tile.left, tile.top) for line in read(tile)] for tile in row]
         low, high = _owned_band(rows, index, slack=overlap / 8)
         top, bottom = row[0].top, row[0].bottom
         joined = _join_columns(row, found)
@@ -85,17 +97,6 @@ def read_tiled(
     for upper, lower in pairwise(bands):
         _drop_twins(upper, lower)
     return reading_order(kept.line for band in bands for kept in band)
-
-
-def reading_order(lines: Iterable[Line]) -> list[Line]:
-    """Top to bottom; lines sharing a row (overlapping vertically by over half the shorter) left to right."""
-    rows: list[list[Line]] = []
-    for line in sorted(lines, key=lambda item: (_centre_y(item), item.left)):
-        if rows and _same_row(rows[-1][0], line):
-            rows[-1].append(line)
-        else:
-            rows.append([line])
-    return [line for row in rows for line in sorted(row, key=lambda item: item.left)]
 
 
 def _spans(length: int, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -284,8 +285,37 @@ def _shifted(line: Line, dx: int, dy: int) -> Line:
 
 
 def _same_row(a: Line, b: Line) -> bool:
+    if _slope(a) or _slope(b):
+        # A slanted line's upright box is far taller than the line and takes in its neighbours'
+        # ends: compare the lines themselves, where they are side by side.
+        x = (max(a.left, b.left) + min(a.right, b.right)) / 2
+        return abs(_middle_at(a, x) - _middle_at(b, x)) < 0.5 * min(_thickness(a), _thickness(b))
     shared = min(a.bottom, b.bottom) - max(a.top, b.top)
     return shared > 0.5 * min(_height(a), _height(b))
+
+
+# Lines slanted less than this (about half a degree) are taken as level, as before slant was looked at.
+_LEVEL = 0.009
+
+
+def _slope(line: Line) -> float:
+    """The slope of the line's length (0 for one that is level or too short to tell)."""
+    (x0, y0), (x1, y1), (x2, y2) = line.box[0], line.box[1], line.box[2]
+    dx, dy = (x1 - x0, y1 - y0) if math.hypot(x1 - x0, y1 - y0) >= math.hypot(x2 - x1, y2 - y1) else (x2 - x1, y2 - y1)
+    slope = dy / dx if abs(dx) > abs(dy) else 0.0  # a standing box is no line of this page
+    return slope if abs(slope) >= _LEVEL else 0.0
+
+
+def _middle_at(line: Line, x: float) -> float:
+    """Where the line's middle runs at `x`."""
+    centre_x = sum(p[0] for p in line.box) / 4
+    centre_y = sum(p[1] for p in line.box) / 4
+    return centre_y + _slope(line) * (x - centre_x)
+
+
+def _thickness(line: Line) -> float:
+    (x0, y0), (x1, y1), (x2, y2) = line.box[0], line.box[1], line.box[2]
+    return min(math.hypot(x1 - x0, y1 - y0), math.hypot(x2 - x1, y2 - y1))
 
 
 def _centre_y(line: Line) -> float:

@@ -193,6 +193,18 @@ def test_an_image_that_fits_goes_to_the_engine_whole() -> None:
     assert len(seen) == 1 and seen[0] is image
 
 
+def test_tiles_already_read_are_not_read_again() -> None:
+    rows = plan_tiles(300, 700, tile_size=400, overlap=100)
+    first = rows[0][0]
+    engine = FakeEngine([Text("first tile", x=10, y=40), Text("second tile", x=10, y=600)])
+    known = {first.box: [Line("first tile", rect(10, 40, 210, 70), 0.9)]}
+
+    lines = read_tiled(page(300, 700), engine.recognise, tile_size=400, overlap=100, known=known)
+
+    assert texts_of(lines) == ["first tile", "second tile"]
+    assert engine.crops == [rows[1][0].box]
+
+
 def test_rows_keep_every_line_once_even_across_seams() -> None:
     rows = plan_tiles(300, 2000, tile_size=400, overlap=100)
     # A line centred on every tile edge and on every middle of an overlap, plus a filler line
@@ -354,6 +366,26 @@ def test_a_line_on_a_row_boundary_is_never_lost(shift: int) -> None:
     lines = read_tiled(page(300, 700), ScriptedEngine(script).recognise, tile_size=400, overlap=100)
 
     assert texts_of(lines) == ["edge"]
+
+
+def test_slanted_neighbours_near_a_row_seam_are_not_taken_for_twins() -> None:
+    # A photo's lines slant: each line's upright box is far taller than the line and takes in the
+    # end of the next one, yet they are two lines, one owned by each tile.
+    upper, lower = plan_tiles(1000, 800, tile_size=500, overlap=150)
+    assert (upper[0].bottom, lower[0].top) == (475, 325)
+
+    def slanted(text: str, top: float, shift: float = 0) -> Line:
+        box = ((10, top - shift), (990, top + 100 - shift), (990, top + 130 - shift), (10, top + 30 - shift))
+        return Line(text, box, 0.9)  # type: ignore[arg-type]
+
+    script = {
+        (0, 0): [slanted("upper line", 300), slanted("lower line", 345)],
+        (0, 325): [Line("~~~~~", ((400, 0), (990, 75), (990, 105), (400, 30)), 0.5), slanted("lower line", 345, shift=325)],
+    }
+
+    lines = read_tiled(page(1000, 800), ScriptedEngine(script).recognise, tile_size=500, overlap=150)
+
+    assert texts_of(lines) == ["upper line", "lower line"]
 
 
 def test_reading_order_is_rows_then_left_to_right() -> None:
