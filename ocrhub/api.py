@@ -2,7 +2,7 @@
 
 Platform webhooks mount their own routers here; the request path never runs OCR or calls a platform.
 Every route needs the API token (`http_guard`) except the webhooks, which verify their own
-signatures, and the probes (/healthz, /readyz, and /metrics while OCRHUB_METRICS_PUBLIC).
+signatures, the admin page and its API, which need an admin session (`ocrhub.admin`), and the probes (/healthz, /readyz, and /metrics while OCRHUB_METRICS_PUBLIC).
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from ocr_core.queue import all_queues, submit_bytes
 from ocr_core.routes import route_keys, sinks_for
 from ocr_core.status import job_state
 from ocrhub import __version__
+from ocrhub.admin import router as admin_router
+from ocrhub.admin.passwords import credential as admin_credential
 from ocrhub.auth import api_token, token_file
 from ocrhub.http_guard import BearerGate, declare_bearer_security, open_path_matcher
 from ocrhub.http_timeouts import BodyDeadline
@@ -158,6 +160,10 @@ def create_app(settings: Settings, conn: redis.Redis) -> FastAPI:
             open_paths.add("/metrics")
         app.include_router(observe)
 
+    # The admin page and its API answer to their own session (ocrhub.admin.router), not the token.
+    app.include_router(admin_router.build_router(settings, conn, admin_credential(settings)))
+    open_paths.update({"/admin", "/admin/{rest:path}"})
+
     is_open = open_path_matcher(open_paths)
     token = api_token(settings)
     if not token:
@@ -169,7 +175,7 @@ def create_app(settings: Settings, conn: redis.Redis) -> FastAPI:
     app.add_middleware(BodyDeadline, seconds=settings.request_timeout)
     app.add_middleware(BearerGate, token=token, is_open=is_open)
     build_schema = app.openapi
-    app.openapi = lambda: declare_bearer_security(build_schema(), is_open)  # type: ignore[method-assign]
+    app.openapi = lambda: admin_router.declare_session_security(declare_bearer_security(build_schema(), is_open))  # type: ignore[method-assign]
     return app
 
 

@@ -41,8 +41,17 @@ def stored_secret(path: Path, *, create: bool) -> str:
         return stored
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     secret = secrets.token_urlsafe(32)
-    # Created 0600 from the start: never a moment where another local user could read it.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secret + "\n")
+    # Written whole under a private name, then linked into place: a process starting beside this one
+    # (the API and the workers at a hub's first start) finds either no file or the whole secret,
+    # and the first to link wins for both.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # 0600 from the start
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secret + "\n")
+        os.link(temporary, path)
+    except FileExistsError:
+        return path.read_text().strip()
+    finally:
+        temporary.unlink(missing_ok=True)
     return secret

@@ -110,6 +110,7 @@ def up(workers: int | None, port: int | None) -> None:
         os.environ["OCRHUB_API_PORT"] = str(port)
     get_settings.cache_clear()
     settings = load()
+    _check_admin_password(settings)
     setup_logging(settings)
     sys.exit(Hub(settings).run())
 
@@ -262,6 +263,40 @@ def vllm_status(as_json: bool) -> None:
         return
     for line in status_lines(settings, rows):
         click.echo(line)
+
+
+@main.group()
+def admin() -> None:
+    """The admin page (/admin)."""
+
+
+@admin.command(name="set-password")
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the password from standard input (one line) instead of prompting.")
+def set_password(from_stdin: bool) -> None:
+    """Store a hash of the admin password in the data folder (instead of OCRHUB_ADMIN_PASSWORD)."""
+    from ocrhub.admin.passwords import AdminPasswordError, store_password
+
+    settings = load()
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("Admin password", hide_input=True, confirmation_prompt=True)
+    try:
+        path = store_password(settings, password)
+    except AdminPasswordError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"stored a hash of the admin password in {path}; sign in at /admin (a running hub takes it at its next start)")
+    if settings.admin_password.get_secret_value():
+        click.echo("note: OCRHUB_ADMIN_PASSWORD is set and takes precedence over the stored hash; unset it", err=True)
+
+
+def _check_admin_password(settings: Settings) -> None:
+    from ocrhub.admin.passwords import AdminPasswordError, credential
+
+    try:
+        credential(settings)
+    except AdminPasswordError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _register_plugins() -> None:

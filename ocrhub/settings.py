@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: Annotated[int, Field(ge=0, le=65535)] = 8000
     api_token: SecretStr = Field(default=SecretStr(""), description="Bearer token for /api/* and the API docs; unset: `ocrhub up` generates one into data_dir/api-token (mode 0600).")
+    public_url: str = Field(default="", description="The hub's public origin (https://ocr.example.com), for the webhook URLs the admin page shows; unset: the origin the page was opened at.")
+    admin_password: SecretStr = Field(default=SecretStr(""), description="Password of the admin page (/admin); unset: the hash `ocrhub admin set-password` stored, else the page is off. Refused if short or a placeholder.")
+    admin_session_hours: Annotated[float, Field(gt=0, le=24 * 30)] = Field(default=12.0, description="Hours an admin stays signed in without using the page.")
+    secret_key: SecretStr = Field(default=SecretStr(""), description="Key that seals secrets kept in Redis (bots configured on the admin page); unset: generated into data_dir/secret-key.")
     metrics_public: bool = Field(default=True, description="/metrics answers without the API token (for a Prometheus on the same network).")
     request_timeout: Annotated[float, Field(gt=0)] = Field(default=30.0, description="Seconds a client may take to send a request's headers and body.")
 

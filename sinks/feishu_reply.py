@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import ClassVar
 from urllib.parse import SplitResult, parse_qs
 
-from bots.feishu.bots import get_bot, load_bots
+from bots.feishu.bots import bot_in_force, registry
 from ocr_core.errors import TransientError
 from ocr_core.job import OcrResult
 from ocr_core.limits import LimitExceeded
@@ -59,10 +59,10 @@ class FeishuReplySink:
         return cls(context, thread)
 
     def check(self) -> None:
-        if not load_bots(self.context.settings):
+        if not registry(self.context.settings, self.context.conn).bots():
             raise SinkConfigError(
                 "feishu-reply needs a Feishu bot: set OCRHUB_FEISHU_APP_ID and OCRHUB_FEISHU_APP_SECRET "
-                "(or OCRHUB_FEISHU_BOTS), see docs/feishu.md"
+                "(or OCRHUB_FEISHU_BOTS, or add one on the admin page), see docs/feishu.md"
             )
 
     def deliver(self, result: OcrResult, image: bytes | None) -> str:
@@ -73,7 +73,7 @@ class FeishuReplySink:
         if job.platform != "feishu":
             raise SinkConfigError(f"feishu-reply can only answer Feishu messages, not a {job.platform!r} job ({job.job_id}); fix the route")
         conn, settings = self.context.conn, self.context.settings
-        bot = get_bot(settings, job.bot_id)
+        bot = bot_in_force(settings, conn, job.bot_id)
         api = api_for(bot, conn)
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
         parts = list(reply_parts(result))

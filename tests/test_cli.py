@@ -243,3 +243,26 @@ def test_submit_prints_in_the_order_given_and_sends_the_api_token(tmp_path):
         refused = run_cli("submit", "a.png", cwd=tmp_path, env={**env, "OCRHUB_API_TOKEN": "not-the-token"})
         assert refused.returncode == 1 and "refused the API token" in refused.stderr
         assert "not-the-token" not in refused.stderr and token not in refused.stderr
+
+
+def test_admin_set_password_stores_a_private_hash_and_refuses_a_weak_one(tmp_path):
+    env = {"OCRHUB_DATA_DIR": str(tmp_path / "data")}
+    weak = subprocess.run(
+        [sys.executable, "-m", "ocrhub.cli", "admin", "set-password", "--stdin"], input="changeme123\n",
+        cwd=tmp_path, env={**{k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert weak.returncode != 0 and "refused" in weak.stderr and not (tmp_path / "data" / "admin-password").exists()
+    good = subprocess.run(
+        [sys.executable, "-m", "ocrhub.cli", "admin", "set-password", "--stdin"], input="a long and private passphrase\n",
+        cwd=tmp_path, env={**{k: v for k, v in os.environ.items() if not k.startswith("OCRHUB_")}, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert good.returncode == 0, good.stderr
+    stored = (tmp_path / "data" / "admin-password").read_text()
+    assert stored.startswith("scrypt$") and "passphrase" not in stored
+    assert (tmp_path / "data" / "admin-password").stat().st_mode & 0o077 == 0
+
+
+def test_up_refuses_a_placeholder_admin_password_before_starting_anything(tmp_path):
+    result = run_cli("up", cwd=tmp_path, env={"OCRHUB_DATA_DIR": str(tmp_path / "data"), "OCRHUB_ADMIN_PASSWORD": "changeme"}, timeout=60)
+    assert result.returncode != 0 and "OCRHUB_ADMIN_PASSWORD is refused" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "data" / "hub.json").exists()

@@ -135,6 +135,11 @@ class FeishuApi:
                 continue
             raise _error(what, status, code, msg, headers)
 
+    def check_credentials(self) -> int:
+        """Ask Feishu for a fresh tenant token (nothing cached): the seconds it is valid for, or the
+        FeishuPermanentError / FeishuTransientError that says what Feishu answered."""
+        return self._issue_token()[1]
+
     def _issue_token(self) -> tuple[str, int]:
         body = InternalTenantAccessTokenRequestBody.builder().app_id(self.bot.app_id).app_secret(self.bot.app_secret).build()
         request = InternalTenantAccessTokenRequest.builder().request_body(body).build()

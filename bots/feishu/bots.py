@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import redis
+
 from ocr_core.errors import PermanentError
 from ocrhub.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BOT = "default"
 BOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -157,4 +163,120 @@ def get_bot(settings: Settings, bot_id: str) -> FeishuBot:
             f"no Feishu bot {bot_id!r} is configured (known: {known}); set OCRHUB_FEISHU_APP_ID/APP_SECRET "
             f"for the default bot or add it to OCRHUB_FEISHU_BOTS"
         )
+    return bot
+
+
+# Bots edited on the admin page live in Redis (ocrhub.config_store): a stored record overrides the
+# settings' bot of the same id, `enabled: false` switches one off, `removed: true` hides a settings'
+# bot. Every process re-reads them within RELOAD_S of a change.
+KIND = "feishu-bot"
+SECRET_FIELDS = ("app_secret", "encrypt_key", "verification_token")
+RELOAD_S = 1.0
+
+
+def bot_record(bot: FeishuBot, *, enabled: bool = True) -> dict[str, object]:
+    """A bot as the config store keeps it (secrets in clear here; the store seals them)."""
+    return {
+        "app_id": bot.app_id,
+        "app_secret": bot.app_secret,
+        "encrypt_key": bot.encrypt_key,
+        "verification_token": bot.verification_token,
+        "domain": bot.domain,
+        "group_policy": bot.group_policy,
+        "bot_open_id": bot.open_id,
+        "allow_unverified": bot.allow_unverified,
+        "reply_in_thread": bot.reply_in_thread,
+        "mode": bot.mode,
+        "enabled": enabled,
+    }
+
+
+def bot_from_record(bot_id: str, record: dict) -> FeishuBot:
+    """Raises BotConfigError naming what is wrong with the record."""
+    if not BOT_ID.match(bot_id):
+        raise BotConfigError(f"{bot_id!r} is not a usable bot id (1-64 letters, digits, '-' and '_')")
+    return _bot(
+        bot_id,
+        app_id=str(record.get("app_id", "")),
+        app_secret=str(record.get("app_secret", "")),
+        encrypt_key=str(record.get("encrypt_key", "")),
+        verification_token=str(record.get("verification_token", "")),
+        domain=str(record.get("domain") or "https://open.feishu.cn"),
+        group_policy=str(record.get("group_policy") or "all"),
+        open_id=str(record.get("bot_open_id", "")),
+        allow_unverified=bool(record.get("allow_unverified", False)),
+        reply_in_thread=bool(record.get("reply_in_thread", False)),
+        mode=str(record.get("mode") or WEBHOOK),
+    )
+
+
+class BotRegistry:
+    """The bots in force for one process: the settings' bots under those stored in Redis."""
+
+    def __init__(self, settings: Settings, conn: redis.Redis) -> None:
+        from ocrhub.config_store import ConfigStore
+        from ocrhub.secret_box import SecretBox
+
+        self.settings = settings
+        self.store = ConfigStore(conn, SecretBox.for_settings(settings))
+        self._checked_at = float("-inf")
+        self._version = -1
+        self._bots: dict[str, FeishuBot] = {}
+
+    def bots(self) -> dict[str, FeishuBot]:
+        now = time.monotonic()
+        if now - self._checked_at >= RELOAD_S:
+            self._checked_at = now
+            version = self.store.version()
+            if version != self._version:
+                self._bots, self._version = self._load(), version
+        return self._bots
+
+    def records(self) -> dict[str, tuple[str, dict]]:
+        """Every bot the page shows, enabled or not: id → (where it comes from, its record)."""
+        shown = {bot_id: ("settings", bot_record(bot)) for bot_id, bot in load_bots(self.settings).items()}
+        from ocrhub.secret_box import SecretBoxError
+
+        try:
+            stored = self.store.all(KIND, SECRET_FIELDS)
+        except SecretBoxError as exc:
+            log.error("the Feishu bots added on the admin page are not used: %s", exc)
+            stored = {}
+        for bot_id, record in stored.items():
+            if record.get("removed"):
+                shown.pop(bot_id, None)
+            else:
+                shown[bot_id] = ("admin", record)
+        return shown
+
+    def _load(self) -> dict[str, FeishuBot]:
+        bots = {}
+        for bot_id, (_source, record) in self.records().items():
+            if not record.get("enabled", True):
+                continue
+            try:
+                bots[bot_id] = bot_from_record(bot_id, record)
+            except BotConfigError as exc:  # checked when saved; a record edited by hand is skipped, loudly
+                log.error("stored Feishu bot %r is skipped: %s", bot_id, exc)
+        return bots
+
+
+_registries: dict[int, BotRegistry] = {}
+
+
+def registry(settings: Settings, conn: redis.Redis) -> BotRegistry:
+    """This process's registry for `conn` (one per connection, so tests with several hubs stay apart)."""
+    found = _registries.get(id(conn))
+    if found is None or found.settings is not settings:
+        found = _registries[id(conn)] = BotRegistry(settings, conn)
+    return found
+
+
+def bot_in_force(settings: Settings, conn: redis.Redis, bot_id: str) -> FeishuBot:
+    """`get_bot`, counting the bots configured on the admin page."""
+    bots = registry(settings, conn).bots()
+    bot = bots.get(bot_id)
+    if bot is None:
+        known = ", ".join(sorted(bots)) or "none"
+        raise BotConfigError(f"no Feishu bot {bot_id!r} is configured or enabled (known: {known}); add it on the admin page or in OCRHUB_FEISHU_*")
     return bot

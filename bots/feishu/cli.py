@@ -19,14 +19,14 @@ def feishu_connect(bot_id: str) -> None:
     on the hub's Redis (OCRHUB_REDIS_URL, or the hub `ocrhub up` published) with the same dedupe
     as the webhook; run the workers as usual. Runs until stopped.
     """
-    from bots.feishu.bots import BotConfigError, get_bot
+    from bots.feishu.bots import BotConfigError, bot_in_force
     from ocrhub.runtime import connect
 
     try:
         settings = get_settings()
-        bot = get_bot(settings, bot_id)
         conn = connect(settings)
         conn.ping()
+        bot = bot_in_force(settings, conn, bot_id)  # bots added on the admin page too
     except (SettingsError, BotConfigError, RuntimeError) as exc:
         raise click.ClickException(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - any failure to reach Redis means the same thing here

@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from bots.feishu.api import api_for
-from bots.feishu.bots import get_bot
+from bots.feishu.bots import bot_in_force
 from ocr_core.errors import ImageError
 from ocr_core.job import ImageJob
 from ocrhub.settings import get_settings
@@ -14,7 +14,7 @@ from ocrhub.settings import get_settings
 def fetch_image(job: ImageJob, conn: redis.Redis) -> bytes:
     """Raises TransientError when Feishu may serve it later, PermanentError when it never will."""
     settings = get_settings()
-    api = api_for(get_bot(settings, job.bot_id), conn)
+    api = api_for(bot_in_force(settings, conn, job.bot_id), conn)
     data = api.download_image(job.message_id, job.image_key)
     if len(data) > settings.max_image_bytes:
         raise ImageError(

@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from bots.feishu.batching import Batcher
-from bots.feishu.bots import DEFAULT_BOT, WEBHOOK, FeishuBot, load_bots
+from bots.feishu.bots import DEFAULT_BOT, WEBHOOK, BotConfigError, FeishuBot, load_bots, registry
 from bots.feishu.events import MessageEvent, UrlVerification
 from bots.feishu.gate import Gate, Refused, Unreadable
 from bots.feishu.intake import PLATFORM, Intake, Outcome
@@ -188,12 +188,26 @@ async def read_body(request: Request, limit: int) -> bytes | None:
 
 def build_router(settings: Settings, conn: redis.Redis) -> APIRouter:
     """Raises BotConfigError (a ValueError) when a bot in webhook mode cannot safely take webhooks."""
-    bots = load_bots(settings)
-    for bot in bots.values():
+    for bot in load_bots(settings).values():
         bot.check_webhook()
+    in_force = registry(settings, conn)  # the admin page's bots too, re-read within a second of a change
     aconn = async_twin(conn)
     tally = Tally(aconn)
-    receivers = {bot_id: Receiver(bot, settings, conn, aconn) for bot_id, bot in bots.items() if bot.mode == WEBHOOK}
+    receivers: dict[str, Receiver] = {}
+
+    def receiver_for(bot_id: str) -> Receiver | None:
+        bot = in_force.bots().get(bot_id)
+        if bot is None or bot.mode != WEBHOOK:
+            return None
+        current = receivers.get(bot_id)
+        if current is None or current.bot != bot:
+            try:
+                bot.check_webhook()
+            except BotConfigError as exc:  # refused when saved; a record edited by hand ends here
+                log.error("%s", exc)
+                return None
+            receivers[bot_id] = current = Receiver(bot, settings, conn, aconn)
+        return current
 
     @asynccontextmanager
     async def lifespan(_app: object) -> AsyncIterator[None]:
@@ -204,6 +218,7 @@ def build_router(settings: Settings, conn: redis.Redis) -> APIRouter:
     router = APIRouter(tags=["feishu"], lifespan=lifespan)
 
     def not_here(bot_id: str) -> str:
+        bots = in_force.bots()
         bot = bots.get(bot_id)
         if bot is not None:
             return (
@@ -214,9 +229,9 @@ def build_router(settings: Settings, conn: redis.Redis) -> APIRouter:
         return f"no Feishu bot {bot_id!r} here (webhooks: {known})"
 
     async def answer(request: Request, bot_id: str) -> Answer:
-        receiver = receivers.get(bot_id)
+        receiver = receiver_for(bot_id)
         if receiver is None:
-            return Answer(404, {"msg": not_here(bot_id)}, "refused", "no_webhook" if bot_id in bots else "unknown_bot")
+            return Answer(404, {"msg": not_here(bot_id)}, "refused", "no_webhook" if bot_id in in_force.bots() else "unknown_bot")
         try:
             body = await read_body(request, MAX_BODY)
         except ClientDisconnect:
@@ -234,7 +249,7 @@ def build_router(settings: Settings, conn: redis.Redis) -> APIRouter:
             log.debug("the failure in full", exc_info=True)
             reply = Answer(400, {"msg": "unreadable request"}, "refused", "error")
         # An unknown id comes from the URL: it never becomes a metric label.
-        tally.add(bot_id if bot_id in bots else "", reply.outcome, reply.reason)
+        tally.add(bot_id if bot_id in in_force.bots() else "", reply.outcome, reply.reason)
         return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
 
     # Plain Starlette routes: FastAPI's parameter machinery costs about a tenth of a millisecond a

@@ -38,6 +38,8 @@ VLLM_PASSWORD = "fuzz-vllm-url-pass-2d6b"
 CASES_PER_MODE = 120
 MIN_CASES = 1000
 UNAUTHENTICATED_CASES = 25
+# Cases per admin API operation (tests/admin covers it with a session).
+ADMIN_CASES = 30
 
 
 @pytest.fixture
@@ -74,6 +76,24 @@ def test_no_input_makes_the_api_fail_or_leak(served):
     secrets = [TOKEN, VLLM_PASSWORD, *SECRETS.values()]
     sent: Counter[str] = Counter()
     refused: Counter[str] = Counter()
+
+    admin_operations = [op for op in operations if op.path.startswith("/admin/api/")]
+    operations = [op for op in operations if op not in admin_operations]
+    assert {op.path for op in admin_operations} >= {"/admin/api/session", "/admin/api/feishu/bots"}
+    for operation in admin_operations:
+        label = f"{operation.method.upper()} {operation.path}"
+
+        # Behind an admin session, not the token: with no valid session cookie every case is refused
+        # (sign-in: no admin password is set here), none fails and none leaks.
+        @fuzz_settings(ADMIN_CASES)
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.POSITIVE))
+        def without_a_session(case) -> None:  # noqa: ANN001
+            response = case.call(base_url=served.url, session=session, headers=AUTH, timeout=10)
+            sent[label] += 1
+            assert response.status_code in (401, 403, 404, 405, 422), f"{response.status_code} for {case.as_curl_command()}"
+            assert not [s for s in secrets if s in response.text or s in str(response.headers)], case.as_curl_command()
+
+        without_a_session()
 
     for operation in operations:
         label = f"{operation.method.upper()} {operation.path}"
