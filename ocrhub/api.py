@@ -112,20 +112,7 @@ def create_app(settings: Settings, conn: redis.Redis) -> FastAPI:
     @app.get("/api/engine")
     def engine_status() -> dict[str, Any]:
         """The OCR engine, and for vLLM each server's limit in force and why it last changed."""
-        body: dict[str, Any] = {"engine": settings.ocr_engine}
-        if settings.vllm_urls:
-            from ocr_core.vllm.servers import report
-
-            servers = report(conn, settings.vllm_urls)
-            for server in servers:
-                server["url"] = mask_url(server["url"])
-            body["vllm"] = {
-                "concurrency": settings.vllm_concurrency,
-                "bounds": [settings.vllm_min_concurrency, settings.vllm_max_concurrency],
-                "fallback": settings.vllm_fallback,
-                "servers": servers,
-            }
-        return body
+        return engine_report(conn, settings)
 
     @app.get("/api/failed")
     def failed(limit: int = Query(50, ge=1, le=MAX_FAILED_LIMIT, description="Most jobs listed per queue.")) -> dict[str, Any]:
@@ -177,6 +164,24 @@ def create_app(settings: Settings, conn: redis.Redis) -> FastAPI:
     build_schema = app.openapi
     app.openapi = lambda: admin_router.declare_session_security(declare_bearer_security(build_schema(), is_open))  # type: ignore[method-assign]
     return app
+
+
+def engine_report(conn: redis.Redis, settings: Settings) -> dict[str, Any]:
+    """The OCR engine, and for vLLM each server's limit in force and why it last changed (URLs masked)."""
+    body: dict[str, Any] = {"engine": settings.ocr_engine}
+    if settings.vllm_urls:
+        from ocr_core.vllm.servers import report
+
+        servers = report(conn, settings.vllm_urls)
+        for server in servers:
+            server["url"] = mask_url(server["url"])
+        body["vllm"] = {
+            "concurrency": settings.vllm_concurrency,
+            "bounds": [settings.vllm_min_concurrency, settings.vllm_max_concurrency],
+            "fallback": settings.vllm_fallback,
+            "servers": servers,
+        }
+    return body
 
 
 def _optional_router(module_name: str, settings: Settings, conn: redis.Redis) -> APIRouter | None:

@@ -5,7 +5,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 import sqlite3
 import threading
 import unicodedata
@@ -14,8 +16,14 @@ from pathlib import Path
 from typing import ClassVar
 from urllib.parse import SplitResult, unquote
 
+from PIL import Image
+
+from ocr_core.image import normalise
 from ocr_core.job import OcrResult
+from ocrhub.settings import Settings
 from sinks.base import SinkConfigError, SinkContext
+
+log = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -36,6 +44,10 @@ CREATE TABLE IF NOT EXISTS results (
     created_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS results_sha ON results(image_sha256);
+CREATE TABLE IF NOT EXISTS thumbnails (
+    image_sha256 TEXT PRIMARY KEY,
+    jpeg BLOB NOT NULL
+);
 CREATE INDEX IF NOT EXISTS results_chat ON results(chat_id, created_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS results_fts USING fts5(
     text, content='results', content_rowid='id', tokenize='trigram'
@@ -55,6 +67,8 @@ END;
 # Bounds that keep one search cheap whatever is asked: rows returned, words matched.
 MAX_SEARCH_LIMIT = 200
 MAX_SEARCH_WORDS = 16
+# Thumbnails the admin page shows beside search hits: small enough for a list on a phone.
+THUMBNAIL_SIDE = 240
 
 COLUMNS = "job_id, image_sha256, platform, bot_id, chat_id, message_id, sender, sent_at, source_url, engine, text, lines, error, created_at"
 
@@ -120,6 +134,18 @@ class LocalStore:
         rows = self._connect().execute(f"SELECT {COLUMNS} FROM results WHERE image_sha256 = ? ORDER BY id", (image_sha256,))
         return [_stored(r) for r in rows]
 
+    def save_thumbnail(self, image_sha256: str, image: Image.Image) -> None:
+        """Keep a small JPEG of the image (at most THUMBNAIL_SIDE pixels a side), for the admin page."""
+        small = image.convert("RGB")
+        small.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+        out = io.BytesIO()
+        small.save(out, "JPEG", quality=75)
+        self._connect().execute("INSERT OR REPLACE INTO thumbnails (image_sha256, jpeg) VALUES (?, ?)", (image_sha256, out.getvalue()))
+
+    def thumbnail(self, image_sha256: str) -> bytes | None:
+        row = self._connect().execute("SELECT jpeg FROM thumbnails WHERE image_sha256 = ?", (image_sha256,)).fetchone()
+        return row[0] if row else None
+
     def search(self, query: str, limit: int = 20) -> list[StoredResult]:
         """Rows containing every word of `query`, newest first. Any string is a safe query: words are
         matched as literal substrings, never read as FTS syntax."""
@@ -141,6 +167,10 @@ class LocalStore:
             )
         else:
             rows = self._connect().execute(f"SELECT {columns} FROM results r WHERE {likes} ORDER BY r.id DESC LIMIT ?", (*like_args, limit))
+        return [_stored(r) for r in rows]
+
+    def recent(self, limit: int = 20) -> list[StoredResult]:
+        rows = self._connect().execute(f"SELECT {COLUMNS} FROM results ORDER BY id DESC LIMIT ?", (max(1, int(limit)),))
         return [_stored(r) for r in rows]
 
     def count(self) -> int:
@@ -172,23 +202,31 @@ def _stored(row: tuple) -> StoredResult:
 
 class LocalSink:
     scheme: ClassVar[str] = "local"
-    needs_image: ClassVar[bool] = False
+    needs_image: ClassVar[bool] = True  # for the thumbnail the admin page shows
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: LocalStore, settings: Settings | None = None) -> None:
         self.store = store
+        self.settings = settings
 
     @classmethod
     def from_url(cls, url: SplitResult, context: SinkContext) -> LocalSink:
         if url.netloc:
             raise SinkConfigError(f"local sink URL takes a path, not a host: use local:///path/to/results.sqlite3 (got {url.geturl()!r})")
         path = Path(unquote(url.path)) if url.path else context.settings.data_dir / "results.sqlite3"
-        return cls(LocalStore(path))
+        return cls(LocalStore(path), context.settings)
 
     def check(self) -> None:
         self.store.count()
 
     def deliver(self, result: OcrResult, image: bytes | None) -> str:
-        return f"local row {self.store.save(result)}"
+        row = self.store.save(result)
+        if image and self.settings is not None and self.store.thumbnail(result.image_sha256) is None:
+            try:
+                picture = normalise(image, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
+                self.store.save_thumbnail(result.image_sha256, picture)
+            except Exception as exc:  # noqa: BLE001 - the text is delivered; a missing thumbnail is only less to look at
+                log.warning("no thumbnail for image %s: %s", result.image_sha256[:12], exc)
+        return f"local row {row}"
 
     def url(self, privacy: bool = True) -> str:
         return f"local://{self.store.path}"

@@ -146,3 +146,39 @@ def test_the_language_switch_and_the_changes_log(page, request):
     shot(page, request.node.name, "chinese")
     page.refresh()  # the choice is kept, and so is the session
     wait_for(page, seen.text_to_be_present_in_element((By.CSS_SELECTOR, "#bots h2"), "飞书机器人"))
+
+
+def test_a_failed_job_is_requeued_from_the_page(page, conn, settings, request):
+    from rq.registry import FailedJobRegistry
+
+    from ocr_core.queue import delivery_queue
+    from tests.admin.test_admin_operations import failed_delivery
+
+    failed_id = failed_delivery(conn, settings)
+    sign_in(page)
+    row = wait_for(page, seen.visibility_of_element_located((By.ID, f"failed-{failed_id}")))
+    assert "no sink named 'kb'" in row.text
+    shot(page, request.node.name, "failed")
+    row.find_element(By.TAG_NAME, "button").click()
+    wait_for(page, seen.text_to_be_present_in_element((By.ID, "message"), "Handed back"))
+    assert FailedJobRegistry(queue=delivery_queue(conn, settings)).get_job_ids() == []
+    assert not page.find_elements(By.ID, f"failed-{failed_id}")
+
+
+def test_the_knowledge_base_is_searched_with_thumbnails(page, conn, settings, request):
+    from tests.admin.test_admin_operations import delivered_locally
+    from tests.imagegen import encode, text_image
+
+    delivered_locally(conn, settings, "invoice 2024-0815 total 1280.00", encode(text_image(["invoice 2024-0815"], size=40), "PNG"))
+    delivered_locally(conn, settings, "lunch menu for friday", encode(text_image(["lunch menu"], size=40), "PNG"), chat="oc_other")
+    sign_in(page)
+    wait_for(page, seen.visibility_of_element_located((By.ID, "search-query"))).send_keys("invoice")
+    page.find_element(By.CSS_SELECTOR, "#search-form button").click()
+    hit = wait_for(page, seen.visibility_of_element_located((By.CSS_SELECTOR, "#search-results .hit")))
+    assert len(page.find_elements(By.CSS_SELECTOR, "#search-results .hit")) == 1
+    assert "invoice 2024-0815 total 1280.00" in hit.text and "ou_alice" in hit.text
+    thumb = hit.find_element(By.TAG_NAME, "img")
+    wait_for(page, lambda b: b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", thumb))
+    assert page.execute_script("return arguments[0].naturalWidth", thumb) > 0  # the thumbnail loaded, with the session cookie
+    page.execute_script("arguments[0].scrollIntoView()", hit)
+    shot(page, request.node.name, "found")

@@ -19,6 +19,12 @@ const TEXT = {
     "confirm.remove": "Remove bot {id}?", "signedout": "Signed out.",
     "changes.title": "Changes", "changes.when": "When", "changes.who": "Who", "changes.what": "What",
     "wrong": "Wrong password.", "expired": "Your session ended: sign in again.",
+    "nav.operations": "Operations", "nav.knowledge": "Knowledge base", "refresh": "Refresh",
+    "ops.title": "Operations", "ops.failed": "Failed jobs", "ops.recent": "Recent results", "ops.chat": "Chat",
+    "ops.engine": "Engine", "ops.seconds": "Seconds", "ops.text": "Text", "ops.none": "None.", "requeue": "Requeue",
+    "ops.workers": "Workers alive: {alive} ({busy} busy)", "ops.queue": "{queue}: {queued} queued, {started} running, {scheduled} waiting to retry, {failed} failed",
+    "ops.limit": "{url}: limit {limit} ({reason})", "requeued": "Handed back to its queue.",
+    "kb.title": "Knowledge base", "kb.query": "Search the text of every picture", "kb.search": "Search", "kb.none": "Nothing found.",
   },
   zh: {
     "nav.bots": "机器人", "nav.changes": "变更记录", "signout": "退出",
@@ -37,6 +43,12 @@ const TEXT = {
     "confirm.remove": "删除机器人 {id}？", "signedout": "已退出。",
     "changes.title": "变更记录", "changes.when": "时间", "changes.who": "操作人", "changes.what": "内容",
     "wrong": "密码错误。", "expired": "会话已结束，请重新登录。",
+    "nav.operations": "运行状态", "nav.knowledge": "知识库", "refresh": "刷新",
+    "ops.title": "运行状态", "ops.failed": "失败的任务", "ops.recent": "最近的结果", "ops.chat": "群聊",
+    "ops.engine": "引擎", "ops.seconds": "耗时（秒）", "ops.text": "文字", "ops.none": "无。", "requeue": "重新排队",
+    "ops.workers": "存活的 worker：{alive}（忙碌 {busy}）", "ops.queue": "{queue}：排队 {queued}，运行中 {started}，等待重试 {scheduled}，失败 {failed}",
+    "ops.limit": "{url}：并发上限 {limit}（{reason}）", "requeued": "已放回队列。",
+    "kb.title": "知识库", "kb.query": "搜索所有图片中的文字", "kb.search": "搜索", "kb.none": "没有找到。",
   },
 };
 
@@ -92,7 +104,7 @@ function show(view) {
   $("sign-in").hidden = signedIn;
   $("nav").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
-  for (const id of ["bots", "changes"]) $(id).hidden = !signedIn || (view !== id && view !== "all");
+  for (const id of ["bots", "operations", "knowledge", "changes"]) $(id).hidden = !signedIn || (view !== id && view !== "all");
 }
 
 function botCard(bot) {
@@ -176,9 +188,36 @@ async function saveBot(id, body) {
   }
 }
 
+async function loadOperations() {
+  const ops = await api("GET", "/admin/api/operations");
+  const lines = [t("ops.workers", ops.workers), `${t("ops.engine")}: ${ops.engine.engine}`];
+  for (const [queue, counts] of Object.entries(ops.queues)) lines.push(t("ops.queue", { queue, ...counts }));
+  for (const server of (ops.engine.vllm || {}).servers || []) lines.push(t("ops.limit", { url: server.url, limit: server.limit ?? "?", reason: server.reason || "" }));
+  $("ops-summary").replaceChildren(...lines.map((line) => el("div", { class: "muted", text: line })));
+  $("failed-list").replaceChildren(...(ops.failed.length ? ops.failed.map((job) => el("div", { class: "failed", id: `failed-${job.id}` },
+    el("code", { text: job.id }), " ", el("span", { class: "muted", text: `${job.queue}: ${job.reason}` }), " ",
+    el("button", { type: "button", class: "small", text: t("requeue"), onclick: async () => {
+      try { await api("POST", `/admin/api/failed/${encodeURIComponent(job.id)}/requeue`); say(t("requeued")); await loadOperations(); }
+      catch (error) { say(error.message, true); }
+    } }))) : [el("p", { class: "muted", text: t("ops.none") })]));
+  $("recent-list").replaceChildren(...ops.recent.map((row) => el("tr", {},
+    el("td", { text: row.chat_id }), el("td", { text: row.engine }), el("td", { text: row.seconds ?? "" }),
+    el("td", { text: row.error || row.text }))));
+}
+
+async function search(query) {
+  const { results } = await api("GET", `/admin/api/search?q=${encodeURIComponent(query)}&limit=50`);
+  $("search-results").replaceChildren(...(results.length ? results.map((hit) => el("article", { class: "hit" },
+    el("img", { src: hit.thumbnail, alt: "", loading: "lazy", class: "thumb" }),
+    el("div", {},
+      el("div", { class: "muted", text: `${hit.sender} · ${hit.chat_id} · ${hit.sent_at}` }),
+      el("pre", { text: hit.text }),
+      /^https?:\/\//.test(hit.source_url) ? el("a", { href: hit.source_url, rel: "noreferrer", target: "_blank", text: hit.source_url }) : null))) : [el("p", { class: "muted", text: t("kb.none") })]));
+}
+
 async function enter() {
   show("all");
-  await Promise.all([loadBots(), loadChanges()]);
+  await Promise.all([loadBots(), loadChanges(), loadOperations()]);
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -203,6 +242,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     say(t("signedout"));
   });
   $("add-bot").addEventListener("click", () => openForm(null));
+  $("refresh-ops").addEventListener("click", () => loadOperations().catch((error) => say(error.message, true)));
+  $("search-form").addEventListener("submit", (event) => { event.preventDefault(); search($("search-query").value).catch((error) => say(error.message, true)); });
   $("cancel-bot").addEventListener("click", () => { $("bot-form").hidden = true; });
   $("bot-form").addEventListener("submit", (event) => {
     event.preventDefault();
