@@ -18,6 +18,7 @@ from ocr_core.engines import Engine, PageEngine, ReadRequest, get_engine
 from ocr_core.errors import Deferred, ImageError, PermanentError
 from ocr_core.job import ImageJob, OcrResult
 from ocr_core.routes import sinks_for, task_for
+from ocrhub.live_config import live_settings
 from ocrhub import metrics
 from ocrhub.settings import Settings, get_settings
 
@@ -76,7 +77,7 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
 
     digest = store.sha256(data)
     engine_name = settings.ocr_engine
-    task = task_for(job, settings.tasks, settings.vllm_task)
+    task = task_for(job, live_settings(settings, conn).tasks, settings.vllm_task)  # tasks saved on the admin page too
     # A reading answers one question: the same bytes asked for Markdown are not the same as plain text.
     cache_name = engine_name if task == "text" else f"{engine_name}:{task}"
     cached = None if error else store.cached_reading(conn, cache_name, digest)
@@ -113,7 +114,7 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     store.save_result(conn, result, settings.blob_ttl)
-    sinks = sinks_for(job, settings.routes)
+    sinks = sinks_for(job, live_settings(settings, conn).routes)  # routes saved on the admin page too
     if result.ok:
         # Before the deliveries exist, so that none can finish before its hold is counted.
         store.hold_image(conn, job.job_id, [store.delivery_holder(sink) for sink in sinks], settings.blob_ttl)

@@ -32,6 +32,7 @@ from ocrhub.admin.passwords import credential as admin_credential
 from ocrhub.auth import api_token, token_file
 from ocrhub.http_guard import BearerGate, declare_bearer_security, open_path_matcher
 from ocrhub.http_timeouts import BodyDeadline
+from ocrhub.live_config import live_config
 from ocrhub.settings import Settings, mask_url
 from ocrhub.uploads import read_image
 from sinks.local import MAX_SEARCH_LIMIT, LocalStore
@@ -80,7 +81,7 @@ def create_app(settings: Settings, conn: redis.Redis) -> FastAPI:
         """Queue one image: the raw body (any content type), or the first file of a multipart form."""
         data, filename = await read_image(request, settings.max_image_bytes, raw_name=name)
         job = await run_in_threadpool(submit_bytes, conn, data, settings, source="api", name=filename)
-        return {"job_id": job.job_id, "status_url": str(request.url_for("job", job_id=job.job_id)), **_routing(job, settings)}
+        return {"job_id": job.job_id, "status_url": str(request.url_for("job", job_id=job.job_id)), **_routing(job, settings, conn)}
 
     @app.get("/api/jobs/{job_id}", name="job")
     def job_status(job_id: str) -> dict[str, Any]:
@@ -195,11 +196,15 @@ def _optional_router(module_name: str, settings: Settings, conn: redis.Redis) ->
     return module.build_router(settings, conn)
 
 
-def _routing(job: ImageJob, settings: Settings) -> dict[str, Any]:
+def _routing(job: ImageJob, settings: Settings, conn: redis.Redis) -> dict[str, Any]:
     """Where the upload's text will go, and which setting says so."""
-    key = next((k for k in route_keys(job) if k in settings.routes), None)
-    why = f"OCRHUB_ROUTES[{key!r}]" if key else 'the default for uploads; OCRHUB_ROUTES {"upload:*": [...]} changes it'
-    return {"sinks": list(sinks_for(job, settings.routes)), "sinks_from": why}
+    routes = live_config(settings, conn).routes()
+    key = next((k for k in route_keys(job) if k in routes), None)
+    if key is None:
+        why = 'the default for uploads; a route for "upload:*" (on the admin page, or OCRHUB_ROUTES) changes it'
+    else:
+        why = f"OCRHUB_ROUTES[{key!r}]" if routes[key][0] == "settings" else f"the admin page's route {key!r}"
+    return {"sinks": list(sinks_for(job, {k: sinks for k, (_source, sinks) in routes.items()})), "sinks_from": why}
 
 
 def _failed_entry(conn: redis.Redis, queue: str, job_id: str) -> dict[str, str] | None:

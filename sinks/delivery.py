@@ -17,6 +17,7 @@ from ocr_core.errors import PermanentError
 from ocr_core.queue import fails_for_good
 from ocrhub import metrics
 from ocrhub.settings import Settings, get_settings
+from ocrhub.live_config import live_settings
 from sinks.base import SCHEMES, SinkConfigError, SinkContext, get_sink, sink_url_for
 
 DELIVERIES = "ocrhub_deliveries_total"
@@ -29,7 +30,7 @@ def deliver(job_id: str, sink_name: str) -> dict[str, Any]:
         raise RuntimeError("sinks.delivery.deliver runs inside an RQ worker")
     conn, settings = rq_job.connection, get_settings()
     holder = store.delivery_holder(sink_name)
-    labels = {"sink": sink_label(sink_name, settings)}
+    labels = {"sink": sink_label(sink_name, live_settings(settings, conn))}
     try:
         where = _deliver(conn, settings, job_id, sink_name)
     except Exception as exc:
@@ -48,7 +49,7 @@ def _deliver(conn: redis.Redis, settings: Settings, job_id: str, sink_name: str)
     result = store.load_result(conn, job_id)
     if result is None:
         raise PermanentError(f"the result of job {job_id} has expired from Redis; re-submit the image")
-    sink = get_sink(sink_name, SinkContext(settings, conn))
+    sink = get_sink(sink_name, SinkContext(live_settings(settings, conn), conn))  # sinks saved on the admin page too
     if not (sink.needs_image and result.ok):
         store.release_image(conn, job_id, store.delivery_holder(sink_name))
         return sink.deliver(result, None)

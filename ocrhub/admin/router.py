@@ -130,9 +130,10 @@ def build_router(settings: Settings, conn: redis.Redis, credential: Credential |
         """Who changed what and when (field names only, never values)."""
         return {"changes": [change.to_dict() for change in store.changes(limit)]}
 
-    from ocrhub.admin import operations
+    from ocrhub.admin import operations, routing
 
     router.include_router(operations.build_router(settings, conn), dependencies=[Depends(signed_in)])
+    router.include_router(routing.build_router(settings, conn), dependencies=[Depends(signed_in)])
     for module_name in PLATFORM_ADMIN:
         module = importlib.import_module(module_name)
         router.include_router(module.build_admin_router(settings, conn), dependencies=[Depends(signed_in)])

@@ -182,3 +182,26 @@ def test_the_knowledge_base_is_searched_with_thumbnails(page, conn, settings, re
     assert page.execute_script("return arguments[0].naturalWidth", thumb) > 0  # the thumbnail loaded, with the session cookie
     page.execute_script("arguments[0].scrollIntoView()", hit)
     shot(page, request.node.name, "found")
+
+
+def test_a_broken_sink_url_is_refused_with_its_reason_and_a_route_is_saved(page, request):
+    from tests.emulators.notion import NotionEmulator
+
+    sign_in(page)
+    with NotionEmulator() as notion:
+        database_id, _ = notion.workspace.add_database(properties={"Name": "title", "Text": "rich_text"})
+        wait_for(page, seen.visibility_of_element_located((By.ID, "sink-name"))).send_keys("kb")
+        page.find_element(By.ID, "sink-url").send_keys(notion.sink_url(database_id))
+        page.find_element(By.ID, "save-sink").click()
+        wait_for(page, seen.text_to_be_present_in_element((By.ID, "message"), "'Message ID'"))
+        assert "is missing" in page.find_element(By.ID, "message").text and notion.token not in page.page_source
+        shot(page, request.node.name, "refused")
+    page.find_element(By.ID, "route-key").send_keys("feishu:*")
+    page.find_element(By.ID, "route-sinks").send_keys("feishu-reply, kb")
+    page.find_element(By.ID, "save-route").click()
+    wait_for(page, seen.text_to_be_present_in_element((By.ID, "message"), "no sink named 'kb'"))
+    page.find_element(By.ID, "route-sinks").clear()
+    page.find_element(By.ID, "route-sinks").send_keys("feishu-reply, local")
+    page.find_element(By.ID, "save-route").click()
+    wait_for(page, seen.text_to_be_present_in_element((By.ID, "route-list"), "feishu:* → feishu-reply, local"))
+    shot(page, request.node.name, "routed")

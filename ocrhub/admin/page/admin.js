@@ -25,6 +25,10 @@ const TEXT = {
     "ops.workers": "Workers alive: {alive} ({busy} busy)", "ops.queue": "{queue}: {queued} queued, {started} running, {scheduled} waiting to retry, {failed} failed",
     "ops.limit": "{url}: limit {limit} ({reason})", "requeued": "Handed back to its queue.",
     "kb.title": "Knowledge base", "kb.query": "Search the text of every picture", "kb.search": "Search", "kb.none": "Nothing found.",
+    "nav.routing": "Routes", "routing.title": "Routes and sinks", "routing.sinks": "Sinks", "routing.routes": "Routes",
+    "sink.name": "Sink name", "sink.url": "Sink URL", "sink.save": "Save sink", "route.key": "Chat, bot or platform",
+    "route.sinks": "Sinks (comma-separated)", "route.save": "Save route", "route.task": "OCR task (vLLM engine; empty: the default)", "uploads": "Uploads go to: {sinks}.",
+    "builtin": "Built-in sinks: {names}. Without a route: {defaults}.",
   },
   zh: {
     "nav.bots": "机器人", "nav.changes": "变更记录", "signout": "退出",
@@ -49,6 +53,10 @@ const TEXT = {
     "ops.workers": "存活的 worker：{alive}（忙碌 {busy}）", "ops.queue": "{queue}：排队 {queued}，运行中 {started}，等待重试 {scheduled}，失败 {failed}",
     "ops.limit": "{url}：并发上限 {limit}（{reason}）", "requeued": "已放回队列。",
     "kb.title": "知识库", "kb.query": "搜索所有图片中的文字", "kb.search": "搜索", "kb.none": "没有找到。",
+    "nav.routing": "路由", "routing.title": "路由与输出", "routing.sinks": "输出（sink）", "routing.routes": "路由",
+    "sink.name": "名称", "sink.url": "URL", "sink.save": "保存输出", "route.key": "群聊、机器人或平台",
+    "route.sinks": "输出（逗号分隔）", "route.save": "保存路由", "route.task": "OCR 任务（vLLM 引擎；留空为默认）", "uploads": "上传的图片发往：{sinks}。",
+    "builtin": "内置输出：{names}。没有路由时：{defaults}。",
   },
 };
 
@@ -104,7 +112,7 @@ function show(view) {
   $("sign-in").hidden = signedIn;
   $("nav").hidden = !signedIn;
   $("sign-out").hidden = !signedIn;
-  for (const id of ["bots", "operations", "knowledge", "changes"]) $(id).hidden = !signedIn || (view !== id && view !== "all");
+  for (const id of ["bots", "routing", "operations", "knowledge", "changes"]) $(id).hidden = !signedIn || (view !== id && view !== "all");
 }
 
 function botCard(bot) {
@@ -192,7 +200,7 @@ async function loadOperations() {
   const ops = await api("GET", "/admin/api/operations");
   const lines = [t("ops.workers", ops.workers), `${t("ops.engine")}: ${ops.engine.engine}`];
   for (const [queue, counts] of Object.entries(ops.queues)) lines.push(t("ops.queue", { queue, ...counts }));
-  for (const server of (ops.engine.vllm || {}).servers || []) lines.push(t("ops.limit", { url: server.url, limit: server.limit ?? "?", reason: server.reason || "" }));
+  for (const server of (ops.engine.vllm || {}).servers || []) lines.push(t("ops.limit", { url: server.url, limit: server.limit ?? "?", reason: [server.state, server.reason].filter(Boolean).join(": ") }));
   $("ops-summary").replaceChildren(...lines.map((line) => el("div", { class: "muted", text: line })));
   $("failed-list").replaceChildren(...(ops.failed.length ? ops.failed.map((job) => el("div", { class: "failed", id: `failed-${job.id}` },
     el("code", { text: job.id }), " ", el("span", { class: "muted", text: `${job.queue}: ${job.reason}` }), " ",
@@ -203,6 +211,21 @@ async function loadOperations() {
   $("recent-list").replaceChildren(...ops.recent.map((row) => el("tr", {},
     el("td", { text: row.chat_id }), el("td", { text: row.engine }), el("td", { text: row.seconds ?? "" }),
     el("td", { text: row.error || row.text }))));
+}
+
+async function loadRouting() {
+  const routing = await api("GET", "/admin/api/routing");
+  const defaults = Object.entries(routing.defaults).map(([platform, sinks]) => `${platform} → ${sinks.join(", ")}`).join("; ");
+  $("uploads-go-to").textContent = `${t("uploads", { sinks: routing.uploads_go_to.join(", ") })} ${t("builtin", { names: routing.builtin_sinks.join(", "), defaults })}`;
+  const remove = (path, reload) => async () => {
+    try { await api("DELETE", path); say(t("removed")); await reload(); } catch (error) { say(error.message, true); }
+  };
+  $("sink-list").replaceChildren(...routing.sinks.map((sink) => el("div", { class: "row", id: `sink-${sink.name}` },
+    el("strong", { text: sink.name }), " ", el("code", { text: sink.url }), " ", el("span", { class: "muted", text: t(sink.source === "settings" ? "from.settings" : "from.admin") }), " ",
+    el("button", { type: "button", class: "small danger", text: t("remove"), onclick: remove(`/admin/api/sinks/${encodeURIComponent(sink.name)}`, loadRouting) }))));
+  $("route-list").replaceChildren(...routing.routes.map((route) => el("div", { class: "row" },
+    el("code", { text: route.key }), ` → ${route.sinks.join(", ")}${route.task ? ` [${route.task}]` : ""} `, el("span", { class: "muted", text: t(route.source === "settings" ? "from.settings" : "from.admin") }), " ",
+    el("button", { type: "button", class: "small danger", text: t("remove"), onclick: remove(`/admin/api/routes?key=${encodeURIComponent(route.key)}`, loadRouting) }))));
 }
 
 async function search(query) {
@@ -217,7 +240,7 @@ async function search(query) {
 
 async function enter() {
   show("all");
-  await Promise.all([loadBots(), loadChanges(), loadOperations()]);
+  await Promise.all([loadBots(), loadRouting(), loadChanges(), loadOperations()]);
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -242,6 +265,25 @@ document.addEventListener("DOMContentLoaded", async () => {
     say(t("signedout"));
   });
   $("add-bot").addEventListener("click", () => openForm(null));
+  $("sink-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const saved = await api("PUT", `/admin/api/sinks/${encodeURIComponent($("sink-name").value)}`, { url: $("sink-url").value });
+      say(saved.warning || t("saved"), Boolean(saved.warning));
+      event.target.reset();
+      await Promise.all([loadRouting(), loadChanges()]);
+    } catch (error) { say(error.message, true); }
+  });
+  $("route-form").addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const sinks = $("route-sinks").value.split(",").map((name) => name.trim()).filter(Boolean);
+    try {
+      await api("PUT", "/admin/api/routes", { key: $("route-key").value.trim(), sinks, task: $("route-task").value.trim() });
+      say(t("saved"));
+      event.target.reset();
+      await Promise.all([loadRouting(), loadChanges()]);
+    } catch (error) { say(error.message, true); }
+  });
   $("refresh-ops").addEventListener("click", () => loadOperations().catch((error) => say(error.message, true)));
   $("search-form").addEventListener("submit", (event) => { event.preventDefault(); search($("search-query").value).catch((error) => say(error.message, true)); });
   $("cancel-bot").addEventListener("click", () => { $("bot-form").hidden = true; });
