@@ -135,3 +135,24 @@ def save_result(conn: redis.Redis, result: OcrResult, ttl: int) -> None:
 def load_result(conn: redis.Redis, job_id: str) -> OcrResult | None:
     raw = conn.get(result_key(job_id))
     return OcrResult.from_dict(json.loads(raw)) if raw is not None else None
+
+
+def receipts_key(job_id: str) -> str:
+    return f"{PREFIX}:receipts:{job_id}"
+
+
+def note_receipt(conn: redis.Redis, job_id: str, sink: str, where: str, ttl: int) -> None:
+    """What a sink said it did with a result (e.g. "notion page https://…"), for the admin page to link."""
+    with conn.pipeline() as pipe:
+        pipe.hset(receipts_key(job_id), sink, where[:2000])
+        pipe.expire(receipts_key(job_id), ttl)
+        pipe.execute()
+
+
+def receipts(conn: redis.Redis, job_ids: list[str]) -> dict[str, dict[str, str]]:
+    """job id → sink → receipt, for the jobs that still have them."""
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hgetall(receipts_key(job_id))
+        found = pipe.execute()
+    return {job_id: {k.decode(): v.decode() for k, v in got.items()} for job_id, got in zip(job_ids, found) if got}

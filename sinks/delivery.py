@@ -41,6 +41,7 @@ def deliver(job_id: str, sink_name: str) -> dict[str, Any]:
             store.release_image(conn, job_id, holder, keep_for=settings.failed_blob_ttl)
         raise
     store.release_image(conn, job_id, holder)
+    store.note_receipt(conn, job_id, sink_name, where, settings.cache_ttl)
     metrics.count(conn, DELIVERIES, {**labels, "outcome": "ok"})
     return {"job_id": job_id, "sink": sink_name, "delivered": where}
 

@@ -4,6 +4,7 @@ recent and failed jobs (with a requeue), and full-text search of the local store
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
 from typing import Any
 
@@ -11,11 +12,13 @@ import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
+from ocr_core.store import receipts
 from ocrhub.observe import queue_depths, workers
 from ocrhub.requeue import failed_jobs, hand_back, last_errors
 from ocrhub.settings import Settings
 from sinks.local import MAX_SEARCH_LIMIT, LocalStore, StoredResult
 
+_URL = re.compile(r"https://[^\s()]+")
 FAILED_SHOWN = 50
 RECENT_SHOWN = 20
 
@@ -64,7 +67,9 @@ def build_router(settings: Settings, conn: redis.Redis) -> APIRouter:
         limit: int = Query(20, ge=1, le=MAX_SEARCH_LIMIT),
     ) -> dict[str, Any]:
         """The local knowledge base's matches, newest first, each with its thumbnail's address."""
-        return {"query": q, "results": [_hit(row) for row in store().search(q, limit=limit)]}
+        rows = store().search(q, limit=limit)
+        delivered = receipts(conn, [row.job_id for row in rows])
+        return {"query": q, "results": [{**_hit(row), "links": _links(delivered.get(row.job_id, {}))} for row in rows]}
 
     @router.get("/thumbnails/{image_sha256}", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
     def thumbnail(image_sha256: str = Path(pattern=r"^[0-9a-f]{64}$")) -> Response:
@@ -82,6 +87,16 @@ def _hit(row: StoredResult) -> dict[str, Any]:
         "sent_at": row.sent_at, "text": row.text, "engine": row.engine, "source_url": row.source_url,
         "thumbnail": f"/admin/api/thumbnails/{row.image_sha256}",
     }
+
+
+def _links(receipts_by_sink: dict[str, str]) -> list[dict[str, str]]:
+    """Where else the text went, as links: the Notion row a Notion sink wrote, for one."""
+    links = []
+    for sink, receipt in sorted(receipts_by_sink.items()):
+        found = _URL.search(receipt)
+        if found:
+            links.append({"sink": sink, "url": found.group(0)})
+    return links
 
 
 def _recent(row: StoredResult) -> dict[str, Any]:

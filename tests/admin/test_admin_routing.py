@@ -94,6 +94,18 @@ def test_a_route_carries_its_ocr_task_and_an_unknown_task_is_refused(client, adm
     assert live_settings(admin_settings, conn).tasks["feishu:default:oc_fin"] == "fields:Amount,Date"
 
 
+def test_a_search_hit_links_the_notion_row_its_text_went_to(client, admin_settings, conn, notion):
+    database_id, _ = notion.workspace.add_database()
+    assert client.put("/admin/api/sinks/kb", json={"url": notion.sink_url(database_id)}).status_code == 200
+    assert client.put("/admin/api/routes", json={"key": "upload:*", "sinks": ["local", "kb"]}).status_code == 200
+    image = encode(text_image(["expense claim 5521"], size=40), "PNG")
+    client.post("/api/images", content=image, headers={"Authorization": f"Bearer {TOKEN}"})
+    build_worker(conn, admin_settings).work(burst=True)
+    [hit] = client.get("/admin/api/search", params={"q": "expense 5521"}).json()["results"]
+    [link] = hit["links"]
+    assert link["sink"] == "kb" and link["url"].startswith("https://") and notion.token not in link["url"]
+
+
 def test_routing_refuses_without_a_session(admin_settings, conn):
     with TestClient(create_app(admin_settings, conn)) as anonymous:
         assert anonymous.get("/admin/api/routing").status_code == 401

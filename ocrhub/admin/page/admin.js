@@ -235,7 +235,8 @@ async function search(query) {
     el("div", {},
       el("div", { class: "muted", text: `${hit.sender} · ${hit.chat_id} · ${hit.sent_at}` }),
       el("pre", { text: hit.text }),
-      /^https?:\/\//.test(hit.source_url) ? el("a", { href: hit.source_url, rel: "noreferrer", target: "_blank", text: hit.source_url }) : null))) : [el("p", { class: "muted", text: t("kb.none") })]));
+      /^https?:\/\//.test(hit.source_url) ? el("a", { href: hit.source_url, rel: "noreferrer", target: "_blank", text: hit.source_url }) : null,
+      ...hit.links.map((link) => el("a", { href: link.url, rel: "noreferrer", target: "_blank", class: "link-out", text: `${link.sink} ↗` }))))) : [el("p", { class: "muted", text: t("kb.none") })]));
 }
 
 async function enter() {
