@@ -116,12 +116,19 @@ def test_a_bot_added_on_the_page_shows_its_webhook_url_and_answers_feishu(page, 
     assert url == f"{hub}/feishu/sales/events"
     assert app.app_secret not in page.page_source and app.encrypt_key not in page.page_source
     assert "app_secret: set" in card.find_element(By.CLASS_NAME, "secrets").text
-    # No restart: the running API serves the new bot's webhook (within a second of the change).
-    payload = events.image("oc_sales_chat", b"png-bytes")
+    # No restart: the running API serves the new bot's webhook (within a second of the change), and a
+    # worker downloads the picture and replies as that bot.
+    from ocrhub.worker import build_worker
+    from tests.imagegen import encode, text_image
+
+    payload = events.image("oc_sales_chat", encode(text_image(["quote 4471 approved"], size=40), "PNG"))
     answer = events.deliver(url, payload)
     assert answer.status_code == 200 and answer.json()["status"] == "queued", answer.text
     [job] = images_queued(conn, settings)
     assert (job.bot_id, job.chat_id) == ("sales", "oc_sales_chat")
+    build_worker(conn, settings).work(burst=True)
+    [reply] = events.emulator.replies_to(payload["event"]["message"]["message_id"])
+    assert reply.app_id == app.app_id and "quote 4471 approved" in reply.content.get("text", "")
     card.find_element(By.XPATH, ".//button[text()='Test']").click()
     wait_for(page, seen.text_to_be_present_in_element((By.CSS_SELECTOR, "#bot-sales .test-result"), "tenant access token"))
     shot(page, request.node.name, "tested")
