@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis
 
@@ -21,6 +21,9 @@ PREFIX = "ocrhub:config"
 VERSION_KEY = f"{PREFIX}:version"
 CHANGES_KEY = f"{PREFIX}:changes"
 CHANGES_KEPT = 500
+# How stale a process's view of the configuration may be: one Redis read per this many seconds.
+RELOAD_S = 1.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -99,3 +102,23 @@ class ConfigStore:
 
 def _key(kind: str) -> str:
     return f"{PREFIX}:{kind}"
+
+
+class Reloading(Generic[T]):
+    """A value built from the store, built again when the store's version has moved (looked at no
+    more than every RELOAD_S): every process follows the admin page within a second."""
+
+    def __init__(self, store: ConfigStore, build: Callable[[], T]) -> None:
+        self.store, self.build = store, build
+        self._checked_at = float("-inf")
+        self._version = -1
+        self._value: T | None = None
+
+    def get(self) -> T:
+        now = time.monotonic()
+        if now - self._checked_at >= RELOAD_S:
+            self._checked_at = now
+            version = self.store.version()
+            if version != self._version or self._value is None:
+                self._value, self._version = self.build(), version
+        return self._value  # type: ignore[return-value]

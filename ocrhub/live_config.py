@@ -2,42 +2,31 @@
 admin page stored.
 
 A sink or route saved on the admin page overrides the settings' one of the same name or key, and
-`removed` hides one; every process sees a change within RELOAD_S, without a restart. Sink URLs are
+`removed` hides one; every process sees a change within a second, without a restart. Sink URLs are
 kept sealed (they carry tokens, e.g. notion://ntn_…@db).
 """
 
 from __future__ import annotations
 
-import time
-
 import redis
 
-from ocrhub.config_store import ConfigStore
+from ocrhub.config_store import ConfigStore, Reloading
 from ocrhub.secret_box import SecretBox, SecretBoxError
 from ocrhub.settings import Settings
 
 SINK_KIND = "sink"
 ROUTE_KIND = "route"
 SINK_SECRETS = ("url",)
-RELOAD_S = 1.0
 
 
 class LiveConfig:
     def __init__(self, settings: Settings, conn: redis.Redis) -> None:
         self.base = settings
         self.store = ConfigStore(conn, SecretBox.for_settings(settings))
-        self._checked_at = float("-inf")
-        self._version = -1
-        self._settings = settings
+        self._settings = Reloading(self.store, self._merged)
 
     def settings(self) -> Settings:
-        now = time.monotonic()
-        if now - self._checked_at >= RELOAD_S:
-            self._checked_at = now
-            version = self.store.version()
-            if version != self._version:
-                self._settings, self._version = self._merged(), version
-        return self._settings
+        return self._settings.get()
 
     def sinks(self) -> dict[str, tuple[str, str]]:
         """Every named sink: name → (where it comes from, its URL)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -168,10 +167,9 @@ def get_bot(settings: Settings, bot_id: str) -> FeishuBot:
 
 # Bots edited on the admin page live in Redis (ocrhub.config_store): a stored record overrides the
 # settings' bot of the same id, `enabled: false` switches one off, `removed: true` hides a settings'
-# bot. Every process re-reads them within RELOAD_S of a change.
+# bot. Every process re-reads them within a second of a change (ocrhub.config_store.Reloading).
 KIND = "feishu-bot"
 SECRET_FIELDS = ("app_secret", "encrypt_key", "verification_token")
-RELOAD_S = 1.0
 
 
 def bot_record(bot: FeishuBot, *, enabled: bool = True) -> dict[str, object]:
@@ -214,23 +212,15 @@ class BotRegistry:
     """The bots in force for one process: the settings' bots under those stored in Redis."""
 
     def __init__(self, settings: Settings, conn: redis.Redis) -> None:
-        from ocrhub.config_store import ConfigStore
+        from ocrhub.config_store import ConfigStore, Reloading
         from ocrhub.secret_box import SecretBox
 
         self.settings = settings
         self.store = ConfigStore(conn, SecretBox.for_settings(settings))
-        self._checked_at = float("-inf")
-        self._version = -1
-        self._bots: dict[str, FeishuBot] = {}
+        self._bots = Reloading(self.store, self._load)
 
     def bots(self) -> dict[str, FeishuBot]:
-        now = time.monotonic()
-        if now - self._checked_at >= RELOAD_S:
-            self._checked_at = now
-            version = self.store.version()
-            if version != self._version:
-                self._bots, self._version = self._load(), version
-        return self._bots
+        return self._bots.get()
 
     def records(self) -> dict[str, tuple[str, dict]]:
         """Every bot the page shows, enabled or not: id → (where it comes from, its record)."""

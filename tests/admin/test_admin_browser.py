@@ -169,7 +169,7 @@ def test_a_failed_job_is_requeued_from_the_page(page, conn, settings, request):
     row.find_element(By.TAG_NAME, "button").click()
     wait_for(page, seen.text_to_be_present_in_element((By.ID, "message"), "Handed back"))
     assert FailedJobRegistry(queue=delivery_queue(conn, settings)).get_job_ids() == []
-    assert not page.find_elements(By.ID, f"failed-{failed_id}")
+    wait_for(page, lambda b: not b.find_elements(By.ID, f"failed-{failed_id}"))  # the list is loaded again
 
 
 def test_the_knowledge_base_is_searched_with_thumbnails(page, conn, settings, request):

@@ -13,6 +13,7 @@ from ocr_core import store
 from ocr_core.job import ImageJob, OcrResult
 from ocr_core.queue import delivery_queue, enqueue_delivery
 from ocrhub.api import create_app
+from tests.admin.conftest import signed_in
 from ocrhub.worker import build_worker
 from sinks.local import LocalSink, LocalStore
 from tests.imagegen import encode, text_image
@@ -27,9 +28,7 @@ def admin_settings(settings, set_env):
 
 @pytest.fixture
 def client(admin_settings, conn) -> Iterator[TestClient]:
-    with TestClient(create_app(admin_settings, conn)) as test_client:
-        csrf = test_client.post("/admin/api/session", json={"password": PASSWORD}).json()["csrf"]
-        test_client.headers["X-CSRF-Token"] = csrf
+    with signed_in(admin_settings, conn, PASSWORD) as test_client:
         yield test_client
 
 

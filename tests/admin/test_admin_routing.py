@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from ocrhub.api import create_app
+from tests.admin.conftest import signed_in
 from ocrhub.worker import build_worker
 from sinks.local import LocalStore
 from tests.emulators.notion import NotionEmulator
@@ -25,9 +26,7 @@ def admin_settings(settings, set_env):
 
 @pytest.fixture
 def client(admin_settings, conn) -> Iterator[TestClient]:
-    with TestClient(create_app(admin_settings, conn)) as test_client:
-        csrf = test_client.post("/admin/api/session", json={"password": PASSWORD}).json()["csrf"]
-        test_client.headers["X-CSRF-Token"] = csrf
+    with signed_in(admin_settings, conn, PASSWORD) as test_client:
         yield test_client
 
 
