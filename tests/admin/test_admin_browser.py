@@ -212,3 +212,15 @@ def test_a_broken_sink_url_is_refused_with_its_reason_and_a_route_is_saved(page,
     page.find_element(By.ID, "save-route").click()
     wait_for(page, seen.text_to_be_present_in_element((By.ID, "route-list"), "feishu:* → feishu-reply, local"))
     shot(page, request.node.name, "routed")
+
+
+def test_the_page_fits_a_phone_without_sideways_scrolling(page, request):
+    page.set_window_size(390, 844)
+    try:
+        sign_in(page)
+        add_bot(page, "a-bot-with-a-rather-long-name", {"bot-app-id": "cli_a1b2c3d4e5f6a7b8", "bot-app-secret": "s-123456789012", "bot-encrypt-key": "k-123456789012"})
+        wait_for(page, seen.visibility_of_element_located((By.ID, "bot-a-bot-with-a-rather-long-name")))
+        assert page.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
+        shot(page, request.node.name, "phone")
+    finally:
+        page.set_window_size(1100, 900)
