@@ -26,6 +26,8 @@ class ImageJob:
     source_url: str = ""
     index: int = 0  # position of the image within its message
     blob: str = ""  # Redis key of the image bytes once stored; empty until fetched
+    resource: str = "image"  # how the platform serves it: "image", or "file" (a picture or PDF sent as a file)
+    name: str = ""  # the file's name, for a file
 
     @property
     def job_id(self) -> str:

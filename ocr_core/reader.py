@@ -9,10 +9,12 @@ from pathlib import Path
 
 from PIL import Image
 
+from ocr_core import pdf
 from ocr_core.engines import Engine, PageEngine, ReadRequest
 from ocr_core.image import check_file_size, normalise
 from ocr_core.job import Line
 from ocr_core.layout import page_order
+from ocr_core.pdf import is_pdf
 from ocr_core.orientation import Orientable, page_turn, upright
 from ocr_core.tiling import plan_tiles, read_tiled
 from ocr_core.watermark import without_watermarks
@@ -41,20 +43,14 @@ class Reading:
 
 def read_bytes(data: bytes, engine: Engine | PageEngine, settings: Settings, request: ReadRequest | None = None) -> Reading:
     """Normalise `data` and read it whole (tiled as `settings` says, unless the engine takes whole
-    pages); raises `ImageError` for bad input."""
+    pages); a PDF is read page by page. Raises `ImageError` for bad input."""
     digest = hashlib.sha256(data).hexdigest()
     started = time.perf_counter()
+    if is_pdf(data):
+        return _read_pdf(data, digest, started, engine, settings, request)
     image = normalise(data, max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes)
     normalised = time.perf_counter()
-    turned = 0
-    if isinstance(engine, PageEngine):
-        page = engine.read(image, request or ReadRequest(task=settings.vllm_task))
-        lines, engine_name = page.lines, page.engine
-    else:
-        image, turned, lines = _read_upright(image, engine, settings)
-        kept = without_watermarks(lines, image)
-        lines = page_order(kept) if len(kept) < len(lines) else lines
-        engine_name = engine.name
+    image, turned, lines, engine_name = _read_image(image, engine, settings, request)
     finished = time.perf_counter()
     return Reading(
         lines=tuple(lines),
@@ -65,6 +61,49 @@ def read_bytes(data: bytes, engine: Engine | PageEngine, settings: Settings, req
         engine=engine_name,
         turned=turned,
     )
+
+
+def _read_image(
+    image: Image.Image, engine: Engine | PageEngine, settings: Settings, request: ReadRequest | None
+) -> tuple[Image.Image, int, list[Line], str]:
+    """The image as read (upright), the degrees it was turned, its lines in reading order, and the engine's name."""
+    if isinstance(engine, PageEngine):
+        page = engine.read(image, request or ReadRequest(task=settings.vllm_task))
+        return image, 0, list(page.lines), page.engine
+    image, turned, lines = _read_upright(image, engine, settings)
+    kept = without_watermarks(lines, image)
+    return image, turned, (page_order(kept) if len(kept) < len(lines) else lines), engine.name
+
+
+def _read_pdf(
+    data: bytes, digest: str, started: float, engine: Engine | PageEngine, settings: Settings, request: ReadRequest | None
+) -> Reading:
+    """Every page read as a picture, one below the other: lines carry their page's offset, so the
+    reading is that of one tall image of the pages stacked."""
+    lines: list[Line] = []
+    width = height = 0
+    rendering = 0.0
+    engine_name = getattr(engine, "name", "")
+    rendered_at = time.perf_counter()
+    for page in pdf.pages(data, settings.max_pdf_pages):
+        rendering += time.perf_counter() - rendered_at
+        page, _turned, found, engine_name = _read_image(page, engine, settings, request)
+        lines += [_moved_down(line, height) for line in found]
+        width, height = max(width, page.width), height + page.height
+        rendered_at = time.perf_counter()
+    finished = time.perf_counter()
+    return Reading(
+        lines=tuple(lines),
+        width=width,
+        height=height,
+        sha256=digest,
+        timings={"normalise": rendering, "recognise": finished - started - rendering},
+        engine=engine_name,
+    )
+
+
+def _moved_down(line: Line, dy: float) -> Line:
+    return Line(text=line.text, box=tuple((x, y + dy) for x, y in line.box), score=line.score)  # type: ignore[arg-type]
 
 
 def _read_upright(image: Image.Image, engine: Engine, settings: Settings) -> tuple[Image.Image, int, list[Line]]:

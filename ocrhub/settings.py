@@ -71,6 +71,7 @@ class Settings(BaseSettings):
 
     max_image_pixels: Annotated[int, Field(gt=0)] = Field(default=60_000_000, description="Larger images are refused as decompression bombs.")
     max_image_bytes: Annotated[int, Field(gt=0)] = Field(default=30 * 1024 * 1024)
+    max_pdf_pages: Annotated[int, Field(ge=1, le=2000)] = Field(default=20, description="Pages read of one PDF; a longer PDF gets a reply saying so, and no page is read.")
     tile_size: Annotated[int, Field(ge=256)] = Field(default=1600, description="Long side of one OCR tile, in pixels.")
     tile_overlap: Annotated[int, Field(ge=16)] = Field(default=200, description="Overlap between tiles; must exceed the tallest text line.")
 

@@ -125,10 +125,10 @@ def reply_parts(result: OcrResult) -> Iterator[str]:
         reason = " ".join(result.error.split())
         if len(reason) > MAX_REASON:
             reason = reason[: MAX_REASON - 1] + "…"
-        yield f"{label}Could not read this image: {reason}"
+        yield f"{label}Could not read this {'file' if job.resource == 'file' else 'image'}: {reason}"
         return
     if not result.text.strip():
-        yield f"{label}No text found in this image."
+        yield f"{label}No text found in this {'file' if job.resource == 'file' else 'image'}."
         return
     chunks = split_text(result.text, BODY_LIMIT - wire_size(label) - wire_size("(99/99)\n"))
     for number, chunk in enumerate(chunks, 1):

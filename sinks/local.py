@@ -20,6 +20,8 @@ from PIL import Image
 
 from ocr_core.image import normalise
 from ocr_core.job import OcrResult
+from ocr_core.pdf import is_pdf
+from ocr_core.pdf import pages as pdf_pages
 from ocrhub.settings import Settings
 from sinks.base import SinkConfigError, SinkContext
 
@@ -222,7 +224,10 @@ class LocalSink:
         row = self.store.save(result)
         if image and self.settings is not None and self.store.thumbnail(result.image_sha256) is None:
             try:
-                picture = normalise(image, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
+                if is_pdf(image):
+                    picture = next(pdf_pages(image, max_pages=self.settings.max_pdf_pages))  # its first page
+                else:
+                    picture = normalise(image, max_pixels=self.settings.max_image_pixels, max_bytes=self.settings.max_image_bytes)
                 self.store.save_thumbnail(result.image_sha256, picture)
             except Exception as exc:  # noqa: BLE001 - the text is delivered; a missing thumbnail is only less to look at
                 log.warning("no thumbnail for image %s: %s", result.image_sha256[:12], exc)

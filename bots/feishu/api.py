@@ -84,9 +84,10 @@ class FeishuApi:
         )
         self.tokens = TenantTokens(conn, bot.app_id, bot.domain, self._issue_token, sleep=sleep)
 
-    def download_image(self, message_id: str, image_key: str) -> bytes:
-        request = GetMessageResourceRequest.builder().message_id(message_id).file_key(image_key).type("image").build()
-        what = f"download image {image_key} of message {message_id}"
+    def download_image(self, message_id: str, image_key: str, resource: str = "image") -> bytes:
+        """The bytes of an image (resource "image") or a file ("file") of a message (message_resource.get)."""
+        request = GetMessageResourceRequest.builder().message_id(message_id).file_key(image_key).type(resource).build()
+        what = f"download {resource} {image_key} of message {message_id}"
         response = self._call(what, lambda option: self.client.im.v1.message_resource.get(request, option))
         return response.file.read()
 

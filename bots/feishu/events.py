@@ -15,12 +15,13 @@ from typing import Any
 
 URL_VERIFICATION = "url_verification"
 MESSAGE_RECEIVED = "im.message.receive_v1"
-IMAGE_TYPES = ("image", "post")
+IMAGE_TYPES = ("image", "post", "file")
 # Post elements whose words are kept as the images' context.
 TEXT_TAGS = {"text": "text", "a": "text", "at": "user_name", "code_block": "text", "md": "text"}
 # Feishu's ids and keys are a few dozen characters; a longer one is not from Feishu, and each
 # becomes part of Redis keys and of every job of its message.
 MAX_ID = 256
+MAX_NAME = 1024  # a file name, as Feishu shows it
 
 
 class MalformedEvent(ValueError):
@@ -65,6 +66,7 @@ class MessageEvent:
     text: str
     mentions: tuple[str, ...]  # open_ids of everyone @-mentioned
     mentions_bot: bool | None  # schema 1.0 says so itself; None when only `mentions` can tell
+    file_name: str = ""  # a file message's file name
 
 
 Event = UrlVerification | MessageEvent | OtherEvent
@@ -107,7 +109,7 @@ def _schema2(data: dict[str, Any]) -> Event:
     sender_ids = _dict(sender, "sender_id", required=False)
     open_id, user_id = _str(sender_ids, "open_id", limit=MAX_ID), _str(sender_ids, "user_id", limit=MAX_ID)
     message_type = _str(message, "message_type", required=True, limit=MAX_ID)
-    image_keys, text = _content(message_type, message.get("content"))
+    image_keys, text, file_name = _content(message_type, message.get("content"))
     return MessageEvent(
         schema="2.0",
         event_id=event_id,
@@ -123,6 +125,7 @@ def _schema2(data: dict[str, Any]) -> Event:
         sent_at=_iso_from_millis(_time(message, "create_time")),
         image_keys=image_keys,
         text=text,
+        file_name=file_name,
         mentions=_mentions(message.get("mentions")),
         mentions_bot=None,
     )
@@ -167,10 +170,11 @@ def _schema1(data: dict[str, Any]) -> Event:
     )
 
 
-def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str]:
-    """Image keys in reading order and the words around them; other message types carry no images."""
+def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str, str]:
+    """Image (or file) keys in reading order, the words around them, and a file's name; other message
+    types carry no images."""
     if message_type not in IMAGE_TYPES:
-        return (), ""
+        return (), "", ""
     if not isinstance(raw, str):
         raise MalformedEvent("message.content is not a JSON string")
     try:
@@ -182,7 +186,9 @@ def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str]:
     if not isinstance(content, dict):
         raise MalformedEvent("message.content is not a JSON object")
     if message_type == "image":
-        return (_str(content, "image_key", required=True, limit=MAX_ID),), ""
+        return (_str(content, "image_key", required=True, limit=MAX_ID),), "", ""
+    if message_type == "file":
+        return (_str(content, "file_key", required=True, limit=MAX_ID),), "", _str(content, "file_name", limit=MAX_NAME)
     if "content" not in content:
         # Some senders wrap a post per locale ({"zh_cn": {...}}); take the first.
         content = next((v for v in content.values() if isinstance(v, dict) and "content" in v), content)
@@ -211,7 +217,7 @@ def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str]:
         line = "".join(words).strip()
         if line:
             lines.append(line)
-    return tuple(keys), "\n".join(lines)
+    return tuple(keys), "\n".join(lines), ""
 
 
 def _mentions(raw: Any) -> tuple[str, ...]:

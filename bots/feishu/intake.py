@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import redis
@@ -56,6 +57,8 @@ def jobs_for(bot: FeishuBot, event: MessageEvent) -> tuple[ImageJob, ...]:
             chat_type=event.chat_type,
             context=event.text,
             index=index,
+            resource="file" if event.message_type == "file" else "image",
+            name=event.file_name,
         )
         for index, key in enumerate(keys)
     )
@@ -74,7 +77,19 @@ def ignore_reason(bot: FeishuBot, event: MessageEvent) -> str:
             return "group message that does not @ the bot"
     if not event.image_keys:
         return "no images"
+    if event.message_type == "file" and not readable_file(event.file_name):
+        return "a file that is neither a picture nor a PDF"
     return ""
+
+
+# Files read like pictures (or page by page, for PDFs); others (documents, archives, …) are not ours.
+READABLE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".heic", ".heif", ".tif", ".tiff", ".pdf"})
+
+
+def readable_file(name: str) -> bool:
+    """Whether a file message's file is a picture or a PDF, by its name (a nameless file is tried)."""
+    suffix = PurePosixPath(name.lower()).suffix
+    return not name or suffix in READABLE_SUFFIXES
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ def fetch_image(job: ImageJob, conn: redis.Redis) -> bytes:
     """Raises TransientError when Feishu may serve it later, PermanentError when it never will."""
     settings = get_settings()
     api = api_for(bot_in_force(settings, conn, job.bot_id), conn)
-    data = api.download_image(job.message_id, job.image_key)
+    data = api.download_image(job.message_id, job.image_key, job.resource)
     if len(data) > settings.max_image_bytes:
         raise ImageError(
             f"image {job.image_key} of Feishu message {job.message_id} is {len(data)} bytes, over the "

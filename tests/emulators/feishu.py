@@ -2,7 +2,8 @@
 
 Serves what ocrhub calls, as Feishu documents it:
   POST /open-apis/auth/v3/tenant_access_token/internal        tokens with an expiry (expire_tokens() ends them early)
-  GET  /open-apis/im/v1/messages/{id}/resources/{key}?type=…   registered image bytes; 234xxx for anything else
+  GET  /open-apis/im/v1/messages/{id}/resources/{key}?type=…   registered image or file bytes (type=image or
+                                                               type=file, as the key is); 234xxx for anything else
   POST /open-apis/im/v1/messages/{id}/reply                    recorded; one message per uuid; 5/s per chat, then
                                                                HTTP 429, code 99991400 and x-ogw-ratelimit-reset
   POST /callback/ws/endpoint + a WebSocket server              the long connection lark.ws.Client opens
@@ -64,7 +65,8 @@ class Reply:
 class _Message:
     message_id: str
     chat_id: str
-    images: dict[str, bytes]
+    images: dict[str, bytes]  # every resource by key, images and files alike
+    files: frozenset[str] = frozenset()  # the keys that are files (served with type=file only)
 
 
 @dataclass
@@ -151,10 +153,10 @@ class FeishuEmulator:
             self.apps[app.app_id] = app
         return app
 
-    def add_message(self, chat_id: str, images: dict[str, bytes], message_id: str = "") -> str:
+    def add_message(self, chat_id: str, images: dict[str, bytes], message_id: str = "", files: dict[str, bytes] | None = None) -> str:
         message_id = message_id or f"om_{uuid.uuid4().hex}"
         with self.lock:
-            self.messages[message_id] = _Message(message_id, chat_id, dict(images))
+            self.messages[message_id] = _Message(message_id, chat_id, {**images, **(files or {})}, frozenset(files or ()))
         return message_id
 
     def expire_tokens(self, app_id: str | None = None) -> None:
@@ -312,8 +314,14 @@ class FeishuEmulator:
         message = self.messages.get(message_id)
         if message is None or key not in message.images:
             return 400, {"code": 234003, "msg": "File not in msg."}, {}
+        if (key in message.files) != (query["type"][0] == "file"):
+            # Feishu serves a file's key with type=file only, and an image's with type=image.
+            return 400, {"code": 234001, "msg": "Invalid request param."}, {}
         data = message.images[key]
-        kind = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg" if data.startswith(b"\xff\xd8") else "application/octet-stream"
+        kind = (
+            "image/png" if data.startswith(b"\x89PNG") else "image/jpeg" if data.startswith(b"\xff\xd8")
+            else "application/pdf" if data.startswith(b"%PDF") else "application/octet-stream"
+        )  # fmt: skip
         return 200, data, {"Content-Type": kind, "Content-Disposition": f'attachment; filename="{key}"'}
 
     def _reply(self, app: App, parent_id: str, raw: bytes) -> tuple[int, dict, dict]:

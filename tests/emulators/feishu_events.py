@@ -49,6 +49,12 @@ class Events:
         content = {"title": title, "content": paragraphs}
         return self._receive(message_id, chat_id, chat_type, "post", content, sender_type, ())
 
+    def file(self, chat_id: str, data: bytes, name: str, *, chat_type: str = "group") -> dict:
+        """A file message (a picture kept sharp, a PDF), as Feishu sends it: file_key and file_name."""
+        key = f"file_v3_{uuid.uuid4().hex}"
+        message_id = self.emulator.add_message(chat_id, {}, files={key: data})
+        return self._receive(message_id, chat_id, chat_type, "file", {"file_key": key, "file_name": name}, "user", ())
+
     def text(self, chat_id: str, text: str) -> dict:
         message_id = self.emulator.add_message(chat_id, {})
         return self._receive(message_id, chat_id, "group", "text", {"text": text}, "user", ())
