@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # Everything a worker may run. Anyone who can write to Redis can queue a job naming any function;
 # without this list a job naming os.system would run, as whoever runs the worker.
-JOB_FUNCTIONS = frozenset({PROCESS, DELIVER, "bots.feishu.intake.expand"})
+JOB_FUNCTIONS = frozenset({PROCESS, DELIVER, "bots.feishu.intake.expand", "bots.feishu.commands.answer"})
 
 
 WORKER_TTL = 60

@@ -148,27 +148,33 @@ class LocalStore:
         row = self._connect().execute("SELECT jpeg FROM thumbnails WHERE image_sha256 = ?", (image_sha256,)).fetchone()
         return row[0] if row else None
 
-    def search(self, query: str, limit: int = 20) -> list[StoredResult]:
-        """Rows containing every word of `query`, newest first. Any string is a safe query: words are
-        matched as literal substrings, never read as FTS syntax."""
+    def search(self, query: str, limit: int = 20, *, platform: str = "", chat_id: str = "") -> list[StoredResult]:
+        """Rows containing every word of `query`, newest first (of one chat's, when `chat_id` is
+        given). Any string is a safe query: words are matched as literal substrings, never read as
+        FTS syntax."""
         words = search_words(query)
         if not words:
             return []
         # The trigram index serves words of three characters or more; shorter ones are checked by LIKE.
         indexed = [w for w in words if len(w) >= 3]
         short = [w for w in words if len(w) < 3]
-        likes = " AND ".join(["r.text LIKE ? ESCAPE '\\'"] * len(short)) or "1"
-        like_args = [f"%{_like_escaped(w)}%" for w in short]
+        conditions = ["r.text LIKE ? ESCAPE '\\'"] * len(short)
+        args: list[object] = [f"%{_like_escaped(w)}%" for w in short]
+        for column, value in (("platform", platform), ("chat_id", chat_id)):
+            if value:
+                conditions.append(f"r.{column} = ?")
+                args.append(value)
+        where = " AND ".join(conditions) or "1"
         limit = max(1, min(int(limit), MAX_SEARCH_LIMIT))
         columns = ", ".join("r." + c.strip() for c in COLUMNS.split(","))
         if indexed:
             rows = self._connect().execute(
                 f"SELECT {columns} FROM results_fts f JOIN results r ON r.id = f.rowid "
-                f"WHERE results_fts MATCH ? AND {likes} ORDER BY r.id DESC LIMIT ?",
-                (fts_query(indexed), *like_args, limit),
+                f"WHERE results_fts MATCH ? AND {where} ORDER BY r.id DESC LIMIT ?",
+                (fts_query(indexed), *args, limit),
             )
         else:
-            rows = self._connect().execute(f"SELECT {columns} FROM results r WHERE {likes} ORDER BY r.id DESC LIMIT ?", (*like_args, limit))
+            rows = self._connect().execute(f"SELECT {columns} FROM results r WHERE {where} ORDER BY r.id DESC LIMIT ?", (*args, limit))
         return [_stored(r) for r in rows]
 
     def recent(self, limit: int = 20) -> list[StoredResult]:

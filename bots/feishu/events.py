@@ -16,6 +16,8 @@ from typing import Any
 URL_VERIFICATION = "url_verification"
 MESSAGE_RECEIVED = "im.message.receive_v1"
 IMAGE_TYPES = ("image", "post", "file")
+# Text messages carry no images, but may ask the bot something ("@bot search invoice", "@bot help").
+TEXT_TYPES = ("text",)
 # Post elements whose words are kept as the images' context.
 TEXT_TAGS = {"text": "text", "a": "text", "at": "user_name", "code_block": "text", "md": "text"}
 # Feishu's ids and keys are a few dozen characters; a longer one is not from Feishu, and each
@@ -173,7 +175,7 @@ def _schema1(data: dict[str, Any]) -> Event:
 def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str, str]:
     """Image (or file) keys in reading order, the words around them, and a file's name; other message
     types carry no images."""
-    if message_type not in IMAGE_TYPES:
+    if message_type not in IMAGE_TYPES + TEXT_TYPES:
         return (), "", ""
     if not isinstance(raw, str):
         raise MalformedEvent("message.content is not a JSON string")
@@ -187,6 +189,8 @@ def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str, str]:
         raise MalformedEvent("message.content is not a JSON object")
     if message_type == "image":
         return (_str(content, "image_key", required=True, limit=MAX_ID),), "", ""
+    if message_type == "text":
+        return (), _str(content, "text"), ""
     if message_type == "file":
         return (_str(content, "file_key", required=True, limit=MAX_ID),), "", _str(content, "file_name", limit=MAX_NAME)
     if "content" not in content:

@@ -23,14 +23,16 @@ from rq import get_current_job
 from rq.job import Job
 
 from bots.feishu.bots import FeishuBot
+from bots.feishu.commands import Command, answer_job_id, command_payload, parse_command
 from bots.feishu.dedupe import Dedupe, owned
-from bots.feishu.events import IMAGE_TYPES, MessageEvent
+from bots.feishu.events import IMAGE_TYPES, TEXT_TYPES, MessageEvent
 from ocr_core.job import ImageJob
-from ocr_core.queue import acheck_intake, check_intake, enqueue_image, intake_queue, ocr_job_id, retry_policy
+from ocr_core.queue import acheck_intake, check_intake, delivery_queue, enqueue_image, intake_queue, ocr_job_id, retry_policy
 from ocrhub.settings import Settings, get_settings
 
 PLATFORM = "feishu"
 EXPAND = "bots.feishu.intake.expand"
+ANSWER = "bots.feishu.commands.answer"
 
 log = logging.getLogger("ocrhub.feishu")
 
@@ -40,6 +42,18 @@ class Outcome:
     status: str  # "queued", "duplicate" or "ignored"
     jobs: tuple[ImageJob, ...] = ()
     reason: str = ""
+
+
+def command_in(bot: FeishuBot, event: MessageEvent) -> Command | None:
+    """The command a text message gives the bot: in a direct chat any text, in a group only text that
+    @-mentions it (anyone, when the bot's own open_id is not configured)."""
+    if event.message_type not in TEXT_TYPES:
+        return None
+    if event.chat_type != "p2p":
+        mentioned = bot.open_id in event.mentions if bot.open_id else bool(event.mentions)
+        if not (event.mentions_bot or mentioned):
+            return None
+    return parse_command(event.text)
 
 
 def jobs_for(bot: FeishuBot, event: MessageEvent) -> tuple[ImageJob, ...]:
@@ -69,6 +83,8 @@ def ignore_reason(bot: FeishuBot, event: MessageEvent) -> str:
         return f"sent by a {event.sender_type}, not a person"
     if event.app_id and event.app_id != bot.app_id:
         return f"event for app {event.app_id} reached bot {bot.bot_id!r} (app {bot.app_id}): check the webhook URL"
+    if event.message_type in TEXT_TYPES:
+        return "" if command_in(bot, event) is not None else "text that asks the bot nothing"
     if event.message_type not in IMAGE_TYPES:
         return f"{event.message_type} message"
     if event.chat_type != "p2p" and bot.group_policy == "mention":
@@ -159,7 +175,7 @@ class Intake:
     def _record(self, batch: Batch, pipe: Pipeline) -> None:
         # RQ's commands first: it switches the pipeline into a transaction only while it is empty.
         messages = [
-            {"claim": self.dedupe.message_key(event.message_id), "jobs": [job.to_dict() for job in jobs]}
+            {"claim": self.dedupe.message_key(event.message_id), "jobs": [job.to_dict() for job in jobs], "command": self._command(event)}
             for event, jobs in zip(batch.events, batch.jobs)
         ]
         intake_queue(self.conn, self.settings).enqueue_call(
@@ -173,6 +189,10 @@ class Intake:
             pipeline=pipe,
         )
         self.dedupe.claim_all([(e.message_id, e.event_id) for e in batch.events], batch.token, pipe)
+
+    def _command(self, event: MessageEvent) -> dict[str, Any] | None:
+        command = command_in(self.bot, event)
+        return None if command is None else command_payload(self.bot.bot_id, event.chat_id, event.message_id, event.sender_id, command)
 
     def _settle(self, outcomes: list[Outcome], batch: Batch, won: list[int]) -> list[Outcome]:
         for index, event, jobs, first in zip(batch.indexes, batch.events, batch.jobs, won):
@@ -214,8 +234,29 @@ def expand(token: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
             check.exists(Job.key_for(ocr_job_id(job.job_id)))
         exists = check.execute()
     fresh = [job for job, found in zip(jobs, exists) if not found]
+    commands = batch_commands(conn, token, messages)
     with conn.pipeline() as pipe:
         for job in fresh:
             enqueue_image(conn, job, settings, pipeline=pipe)
+        for command in commands:
+            _enqueue_answer(conn, command, settings, pipe)
         pipe.execute()
-    return {"queued": len(fresh), "skipped": len(jobs) - len(fresh)}
+    return {"queued": len(fresh), "skipped": len(jobs) - len(fresh), "commands": len(commands)}
+
+
+def batch_commands(conn: redis.Redis, token: str, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The commands of a queued batch that are its to answer: those of the messages whose claim it won, once each."""
+    mine = owned(conn, [m["claim"] for m in messages], token)
+    first = {m["claim"]: i for i, m in reversed(list(enumerate(messages)))}
+    return [m["command"] for i, (m, won) in enumerate(zip(messages, mine)) if won and first[m["claim"]] == i and m.get("command")]
+
+
+def _enqueue_answer(conn: redis.Redis, command: dict[str, Any], settings: Settings, pipe: Pipeline) -> None:
+    job_id = answer_job_id(command["bot_id"], command["message_id"])
+    if conn.exists(Job.key_for(job_id)):  # a retried expansion: answered, or being answered, already
+        return
+    delivery_queue(conn, settings).enqueue_call(
+        ANSWER, args=(command,), job_id=job_id, timeout=settings.job_timeout, retry=retry_policy(settings),
+        result_ttl=settings.blob_ttl, failure_ttl=settings.blob_ttl * 4,
+        description=f"feishu bot {command['bot_id']}: answer {command['kind']} in chat {command['chat_id']}", pipeline=pipe,
+    )  # fmt: skip

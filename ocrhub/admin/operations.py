@@ -4,7 +4,6 @@ recent and failed jobs (with a requeue), and full-text search of the local store
 from __future__ import annotations
 
 import functools
-import re
 from datetime import datetime
 from typing import Any
 
@@ -13,12 +12,12 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
 from ocr_core.store import receipts
+from ocrhub.knowledge import links_of
 from ocrhub.observe import queue_depths, workers
 from ocrhub.requeue import failed_jobs, hand_back, last_errors
 from ocrhub.settings import Settings
 from sinks.local import MAX_SEARCH_LIMIT, LocalStore, StoredResult
 
-_URL = re.compile(r"https://[^\s()]+")
 FAILED_SHOWN = 50
 RECENT_SHOWN = 20
 
@@ -91,12 +90,7 @@ def _hit(row: StoredResult) -> dict[str, Any]:
 
 def _links(receipts_by_sink: dict[str, str]) -> list[dict[str, str]]:
     """Where else the text went, as links: the Notion row a Notion sink wrote, for one."""
-    links = []
-    for sink, receipt in sorted(receipts_by_sink.items()):
-        found = _URL.search(receipt)
-        if found:
-            links.append({"sink": sink, "url": found.group(0)})
-    return links
+    return [{"sink": sink, "url": url} for sink, url in links_of(receipts_by_sink)]
 
 
 def _recent(row: StoredResult) -> dict[str, Any]:

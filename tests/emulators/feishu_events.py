@@ -55,9 +55,10 @@ class Events:
         message_id = self.emulator.add_message(chat_id, {}, files={key: data})
         return self._receive(message_id, chat_id, chat_type, "file", {"file_key": key, "file_name": name}, "user", ())
 
-    def text(self, chat_id: str, text: str) -> dict:
+    def text(self, chat_id: str, text: str, *, mentions: tuple[str, ...] = (), chat_type: str = "group") -> dict:
+        """A text message; each open_id in `mentions` is written into the text as Feishu does, `@_user_N`."""
         message_id = self.emulator.add_message(chat_id, {})
-        return self._receive(message_id, chat_id, "group", "text", {"text": text}, "user", ())
+        return self._receive(message_id, chat_id, chat_type, "text", {"text": text}, "user", mentions)
 
     def v1_image(self, chat_id: str, data: bytes, *, chat_type: str = "group", is_mention: bool = False) -> dict:
         key = _image_key()

@@ -1,0 +1,128 @@
+"""What people ask the bot in words: "@bot 搜索 发票" / "@bot search invoice", "@bot 帮助" / "@bot help".
+
+A text message that @-mentions the bot in a group (any text message in a direct chat) and reads as a
+command is claimed like an image message (exactly once, whatever Feishu re-sends) and answered by a
+worker (`answer`), in the language the command was asked in. Search answers only from the chat it was
+asked in: never another group's text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from rq import get_current_job
+
+from ocrhub.settings import get_settings
+
+MENTION = re.compile(r"@_user_\d+|@_all")
+HELP = {"help": "en", "/help": "en", "?": "en", "帮助": "zh", "？": "zh", "怎么用": "zh"}
+SEARCH = {"search": "en", "find": "en", "/search": "en", "搜索": "zh", "搜": "zh", "查找": "zh", "找": "zh", "查": "zh"}
+MAX_QUERY = 100
+RESULTS = 5
+SNIPPET = 80
+
+
+@dataclass(frozen=True)
+class Command:
+    kind: str  # "help" or "search"
+    query: str
+    language: str  # "zh" or "en"
+
+
+def parse_command(text: str) -> Command | None:
+    """The command in a message's text (mentions taken out), or None when it asks nothing of us. A
+    bare mention is a request for help."""
+    words = " ".join(MENTION.sub(" ", text).split())
+    if not words:
+        return Command("help", "", "zh" if _mostly_chinese(text) else "en")
+    lowered = words.lower()
+    for word, language in HELP.items():
+        if lowered == word:
+            return Command("help", "", language)
+    for word, language in sorted(SEARCH.items(), key=lambda item: -len(item[0])):
+        if lowered.startswith(word) and (language == "zh" or lowered[len(word) : len(word) + 1] in ("", " ", ":", "：")):
+            query = words[len(word) :].strip(" ：:")[:MAX_QUERY]
+            return Command("search", query, language) if query else Command("help", "", language)
+    return None
+
+
+def command_payload(bot_id: str, chat_id: str, message_id: str, sender: str, command: Command) -> dict[str, Any]:
+    return {"bot_id": bot_id, "chat_id": chat_id, "message_id": message_id, "sender": sender, **asdict(command)}
+
+
+def answer_job_id(bot_id: str, message_id: str) -> str:
+    return "ocrhub-answer-" + hashlib.sha256(f"{bot_id}\x1f{message_id}".encode()).hexdigest()[:32]
+
+
+def answer(payload: dict[str, Any]) -> dict[str, Any]:
+    """RQ entry point, enqueued as "bots.feishu.commands.answer" by the intake: reply to the command."""
+    from bots.feishu.api import api_for
+    from bots.feishu.bots import bot_in_force
+    from ocrhub.knowledge import search_chat
+
+    rq_job = get_current_job()
+    if rq_job is None:
+        raise RuntimeError("bots.feishu.commands.answer runs inside an RQ worker")
+    conn, settings = rq_job.connection, get_settings()
+    command = Command(payload["kind"], payload["query"], payload["language"])
+    bot = bot_in_force(settings, conn, payload["bot_id"])
+    if command.kind == "search":
+        hits = search_chat(settings, conn, "feishu", payload["chat_id"], command.query, RESULTS)
+        text = search_reply(command, hits)
+    else:
+        text = help_reply(command.language)
+    reply_id = api_for(bot, conn).reply(
+        payload["message_id"], "text", json.dumps({"text": text}, ensure_ascii=False),
+        uuid=answer_job_id(bot.bot_id, payload["message_id"])[-32:], in_thread=bot.reply_in_thread,
+    )  # fmt: skip
+    return {"message_id": payload["message_id"], "reply": reply_id, "kind": command.kind}
+
+
+def search_reply(command: Command, hits: list[Any]) -> str:
+    zh = command.language == "zh"
+    if not hits:
+        return f"在本群没有找到与「{command.query}」相关的图片文字。" if zh else f'Nothing in this chat\'s pictures matches "{command.query}".'
+    lines = [f"在本群找到 {len(hits)} 条与「{command.query}」相关的结果：" if zh else f'{len(hits)} match(es) for "{command.query}" in this chat:']
+    for number, hit in enumerate(hits, 1):
+        lines.append(f"{number}. {snippet(hit.text, command.query)}")
+        where = " · ".join(part for part in (hit.sender, hit.sent_at[:10]) if part)
+        link = f" {hit.links[0]}" if hit.links else ""
+        lines.append(f"   — {where}{link}")
+    return "\n".join(lines)
+
+
+def snippet(text: str, query: str) -> str:
+    """The line that holds the first query word (else the first line), cut around it."""
+    flat = [line.strip() for line in text.splitlines() if line.strip()] or [""]
+    first = query.split()[0].lower() if query.split() else ""
+    line = next((candidate for candidate in flat if first and first in candidate.lower()), flat[0])
+    if len(line) <= SNIPPET:
+        return line
+    at = max(0, line.lower().find(first) - SNIPPET // 3) if first else 0
+    cut = line[at : at + SNIPPET]
+    return ("…" if at else "") + cut + ("…" if at + SNIPPET < len(line) else "")
+
+
+def help_reply(language: str) -> str:
+    if language == "zh":
+        return (
+            "我会识别群里的图片和文件（截图、发票、扫描件、PDF），把文字回复在这里并存入知识库。\n"
+            "· 发图片或图片/PDF 文件：自动识别\n"
+            "· @我 搜索 关键词：在本群识别过的文字里查找\n"
+            "· @我 帮助：显示这条说明"
+        )
+    return (
+        "I read the pictures and files posted here (screenshots, invoices, scans, PDFs), reply with their text and keep it searchable.\n"
+        "· Post a picture, or a picture or PDF as a file: read automatically\n"
+        "· @me search <words>: find text read in this chat\n"
+        "· @me help: this message"
+    )
+
+
+def _mostly_chinese(text: str) -> bool:
+    han = sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+    return han * 2 >= len([ch for ch in text if ch.isalpha()]) and han > 0
