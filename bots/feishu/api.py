@@ -16,6 +16,7 @@ import redis
 import requests
 from lark_oapi.api.auth.v3 import InternalTenantAccessTokenRequest, InternalTenantAccessTokenRequestBody
 from lark_oapi.api.im.v1 import (
+    GetMessageRequest,
     GetMessageResourceRequest,
     ReplyMessageRequest,
     ReplyMessageRequestBody,
@@ -90,6 +91,18 @@ class FeishuApi:
         what = f"download {resource} {image_key} of message {message_id}"
         response = self._call(what, lambda option: self.client.im.v1.message_resource.get(request, option))
         return response.file.read()
+
+    def message(self, message_id: str) -> tuple[str, str, str, str]:
+        """An earlier message's (msg_type, content JSON, chat_id, sender id), as `message.get` gives them."""
+        request = GetMessageRequest.builder().message_id(message_id).build()
+        response = self._call(f"get message {message_id}", lambda option: self.client.im.v1.message.get(request, option))
+        items = getattr(response.data, "items", None) or []
+        if not items:
+            raise FeishuPermanentError(f"Feishu returned no message {message_id}")
+        item = items[0]
+        body = getattr(item, "body", None)
+        sender = getattr(getattr(item, "sender", None), "id", "") or ""
+        return str(item.msg_type or ""), str(getattr(body, "content", "") or ""), str(item.chat_id or ""), str(sender)
 
     def reply(self, message_id: str, msg_type: str, content: str, uuid: str, in_thread: bool, pace: Callable[[], None] | None = None) -> str:
         """Post a reply; Feishu posts at most one message per `uuid` within an hour. Returns the reply's message_id.

@@ -1,4 +1,5 @@
-"""What people ask the bot in words: "@bot 搜索 发票" / "@bot search invoice", "@bot 帮助" / "@bot help".
+"""What people ask the bot in words: "@bot 搜索 发票" / "@bot search invoice", "@bot 帮助" / "@bot help",
+and, replying to an earlier picture or file with "@bot", to read that one.
 
 A text message that @-mentions the bot in a group (any text message in a direct chat) and reads as a
 command is claimed like an image message (exactly once, whatever Feishu re-sends) and answered by a
@@ -28,17 +29,26 @@ SNIPPET = 80
 
 @dataclass(frozen=True)
 class Command:
-    kind: str  # "help" or "search"
-    query: str
+    kind: str  # "help", "search", or "read" (the message replied to)
+    query: str  # the words searched for; for "read", the id of the message to read
     language: str  # "zh" or "en"
 
 
-def parse_command(text: str) -> Command | None:
+def parse_command(text: str, replying_to: str = "") -> Command | None:
     """The command in a message's text (mentions taken out), or None when it asks nothing of us. A
-    bare mention is a request for help."""
+    bare mention is a request for help; replying to a message, anything but search or help asks to
+    read that message."""
     words = " ".join(MENTION.sub(" ", text).split())
+    language = "zh" if _mostly_chinese(words or text) else "en"
+    explicit = _explicit(words)
+    if replying_to and (explicit is None or (explicit.kind == "help" and not words)):
+        return Command("read", replying_to, language if words else "zh")
+    return explicit
+
+
+def _explicit(words: str) -> Command | None:
     if not words:
-        return Command("help", "", "zh" if _mostly_chinese(text) else "en")
+        return Command("help", "", "en")
     lowered = words.lower()
     for word, language in HELP.items():
         if lowered == word:
@@ -70,7 +80,11 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
     conn, settings = rq_job.connection, get_settings()
     command = Command(payload["kind"], payload["query"], payload["language"])
     bot = bot_in_force(settings, conn, payload["bot_id"])
-    if command.kind == "search":
+    if command.kind == "read":
+        text = read_earlier(conn, settings, bot, payload, command)
+        if not text:
+            return {"message_id": payload["message_id"], "read": command.query}
+    elif command.kind == "search":
         hits = search_chat(settings, conn, "feishu", payload["chat_id"], command.query, RESULTS)
         text = search_reply(command, hits)
     else:
@@ -80,6 +94,42 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
         uuid=answer_job_id(bot.bot_id, payload["message_id"])[-32:], in_thread=bot.reply_in_thread,
     )  # fmt: skip
     return {"message_id": payload["message_id"], "reply": reply_id, "kind": command.kind}
+
+
+def read_earlier(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], command: Command) -> str:
+    """Queue the pictures of the message replied to, each once (its reply goes under that message);
+    the words to answer the asker with instead, when there is nothing new to read."""
+    from rq.job import Job
+
+    from bots.feishu.api import api_for
+    from bots.feishu.events import MalformedEvent, resources_of
+    from ocr_core.job import ImageJob
+    from ocr_core.queue import enqueue_image, ocr_job_id
+
+    zh = command.language == "zh"
+    msg_type, content, chat, poster = api_for(bot, conn).message(command.query)
+    try:
+        keys, file_name = resources_of(msg_type, content)
+    except MalformedEvent:
+        keys, file_name = (), ""
+    if chat != payload["chat_id"] or not keys:
+        return "回复的那条消息里没有可识别的图片或文件。" if zh else "The message you replied to has no picture or file to read."
+    jobs = [
+        ImageJob(
+            platform="feishu", bot_id=bot.bot_id, chat_id=chat, message_id=command.query, image_key=key,
+            sender=poster or payload["sender"], chat_type="group", index=index if len(keys) > 1 else 0,
+            resource="file" if msg_type == "file" else "image", name=file_name,
+        )
+        for index, key in enumerate(dict.fromkeys(keys))
+    ]  # fmt: skip
+    fresh = [job for job in jobs if not conn.exists(Job.key_for(ocr_job_id(job.job_id)))]
+    if not fresh:
+        return "这条消息已经识别过了，结果在它下面的回复里。" if zh else "That one has been read already: its text is in the reply under it."
+    with conn.pipeline() as pipe:
+        for job in fresh:
+            enqueue_image(conn, job, settings, pipeline=pipe)
+        pipe.execute()
+    return ""
 
 
 def search_reply(command: Command, hits: list[Any]) -> str:

@@ -69,6 +69,7 @@ class MessageEvent:
     mentions: tuple[str, ...]  # open_ids of everyone @-mentioned
     mentions_bot: bool | None  # schema 1.0 says so itself; None when only `mentions` can tell
     file_name: str = ""  # a file message's file name
+    parent_id: str = ""  # the message this one replies to
 
 
 Event = UrlVerification | MessageEvent | OtherEvent
@@ -128,6 +129,7 @@ def _schema2(data: dict[str, Any]) -> Event:
         image_keys=image_keys,
         text=text,
         file_name=file_name,
+        parent_id=_str(message, "parent_id", limit=MAX_ID),
         mentions=_mentions(message.get("mentions")),
         mentions_bot=None,
     )
@@ -222,6 +224,15 @@ def _content(message_type: str, raw: Any) -> tuple[tuple[str, ...], str, str]:
         if line:
             lines.append(line)
     return tuple(keys), "\n".join(lines), ""
+
+
+def resources_of(message_type: str, content: str) -> tuple[tuple[str, ...], str]:
+    """The image (or file) keys and the file name of an earlier message, from `message.get`'s msg_type
+    and body.content; none for a message that carries neither. Raises MalformedEvent."""
+    if message_type not in IMAGE_TYPES:
+        return (), ""
+    keys, _text, file_name = _content(message_type, content)
+    return keys, file_name
 
 
 def _mentions(raw: Any) -> tuple[str, ...]:

@@ -53,7 +53,7 @@ def command_in(bot: FeishuBot, event: MessageEvent) -> Command | None:
         mentioned = bot.open_id in event.mentions if bot.open_id else bool(event.mentions)
         if not (event.mentions_bot or mentioned):
             return None
-    return parse_command(event.text)
+    return parse_command(event.text, replying_to=event.parent_id)
 
 
 def jobs_for(bot: FeishuBot, event: MessageEvent) -> tuple[ImageJob, ...]:

@@ -4,6 +4,7 @@ Serves what ocrhub calls, as Feishu documents it:
   POST /open-apis/auth/v3/tenant_access_token/internal        tokens with an expiry (expire_tokens() ends them early)
   GET  /open-apis/im/v1/messages/{id}/resources/{key}?type=…   registered image or file bytes (type=image or
                                                                type=file, as the key is); 234xxx for anything else
+  GET  /open-apis/im/v1/messages/{id}                         a message's type and content, as its event had them
   POST /open-apis/im/v1/messages/{id}/reply                    recorded; one message per uuid; 5/s per chat, then
                                                                HTTP 429, code 99991400 and x-ogw-ratelimit-reset
   POST /callback/ws/endpoint + a WebSocket server              the long connection lark.ws.Client opens
@@ -67,6 +68,10 @@ class _Message:
     chat_id: str
     images: dict[str, bytes]  # every resource by key, images and files alike
     files: frozenset[str] = frozenset()  # the keys that are files (served with type=file only)
+    msg_type: str = ""  # as sent in its event, for GET /im/v1/messages/{id}
+    content: str = ""
+    sender: str = ""
+    create_time: str = ""
 
 
 @dataclass
@@ -158,6 +163,12 @@ class FeishuEmulator:
         with self.lock:
             self.messages[message_id] = _Message(message_id, chat_id, {**images, **(files or {})}, frozenset(files or ()))
         return message_id
+
+    def describe_message(self, message_id: str, msg_type: str, content: str, sender: str, create_time: str) -> None:
+        """What GET /im/v1/messages/{id} says of a message: its type and content, as its event had them."""
+        with self.lock:
+            message = self.messages[message_id]
+            message.msg_type, message.content, message.sender, message.create_time = msg_type, content, sender, create_time
 
     def expire_tokens(self, app_id: str | None = None) -> None:
         """End every current token early; the next token request gets a new one."""
@@ -324,6 +335,19 @@ class FeishuEmulator:
         )  # fmt: skip
         return 200, data, {"Content-Type": kind, "Content-Disposition": f'attachment; filename="{key}"'}
 
+    def _message(self, message_id: str) -> tuple[int, dict, dict]:
+        self.counts["message"] += 1
+        message = self.messages.get(message_id)
+        if message is None or not message.msg_type:
+            return 400, {"code": 230001, "msg": f"Your request contains an invalid request parameter, ext=invalid message_id: {message_id}"}, {}
+        item = {
+            "message_id": message.message_id, "root_id": "", "parent_id": "", "thread_id": "", "msg_type": message.msg_type,
+            "create_time": message.create_time, "update_time": message.create_time, "deleted": False, "updated": False,
+            "chat_id": message.chat_id, "sender": {"id": message.sender, "id_type": "open_id", "sender_type": "user", "tenant_key": "tenant-emulated"},
+            "body": {"content": message.content}, "mentions": [], "upper_message_id": "",
+        }  # fmt: skip
+        return 200, {"code": 0, "msg": "success", "data": {"items": [item]}}, {}
+
     def _reply(self, app: App, parent_id: str, raw: bytes) -> tuple[int, dict, dict]:
         self.counts["reply"] += 1
         message = self.messages.get(parent_id)
@@ -394,7 +418,7 @@ class FeishuEmulator:
                 return self._issue_token(_json(raw))
             if method == "POST" and parts.path == WS_ENDPOINT_PATH:
                 return self._ws_endpoint(_json(raw))
-            if segments[:4] == ["open-apis", "im", "v1", "messages"] and len(segments) >= 6:
+            if segments[:4] == ["open-apis", "im", "v1", "messages"] and len(segments) >= 5:
                 app, refused = self._authorise(headers.get("Authorization"))
                 if refused:
                     return refused
@@ -403,6 +427,8 @@ class FeishuEmulator:
                     return self._resource(segments[4], segments[6], query)
                 if method == "POST" and len(segments) == 6 and segments[5] == "reply":
                     return self._reply(app, segments[4], raw)
+                if method == "GET" and len(segments) == 5:
+                    return self._message(segments[4])
         return 404, {"code": 404, "msg": f"the emulator does not serve {method} {parts.path}"}, {}
 
 

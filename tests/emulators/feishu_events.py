@@ -55,10 +55,11 @@ class Events:
         message_id = self.emulator.add_message(chat_id, {}, files={key: data})
         return self._receive(message_id, chat_id, chat_type, "file", {"file_key": key, "file_name": name}, "user", ())
 
-    def text(self, chat_id: str, text: str, *, mentions: tuple[str, ...] = (), chat_type: str = "group") -> dict:
-        """A text message; each open_id in `mentions` is written into the text as Feishu does, `@_user_N`."""
+    def text(self, chat_id: str, text: str, *, mentions: tuple[str, ...] = (), chat_type: str = "group", parent_id: str = "") -> dict:
+        """A text message; each open_id in `mentions` is written into the text as Feishu does, `@_user_N`;
+        `parent_id`: the message it replies to."""
         message_id = self.emulator.add_message(chat_id, {})
-        return self._receive(message_id, chat_id, chat_type, "text", {"text": text}, "user", mentions)
+        return self._receive(message_id, chat_id, chat_type, "text", {"text": text}, "user", mentions, parent_id=parent_id)
 
     def v1_image(self, chat_id: str, data: bytes, *, chat_type: str = "group", is_mention: bool = False) -> dict:
         key = _image_key()
@@ -106,8 +107,12 @@ class Events:
             "app_id": self.app.app_id,
         }
 
-    def _receive(self, message_id: str, chat_id: str, chat_type: str, message_type: str, content: dict, sender_type: str, mentions: tuple[str, ...]) -> dict:
+    def _receive(
+        self, message_id: str, chat_id: str, chat_type: str, message_type: str, content: dict, sender_type: str,
+        mentions: tuple[str, ...], *, parent_id: str = "",
+    ) -> dict:  # fmt: skip
         now = str(int(time.time() * 1000))
+        self.emulator.describe_message(message_id, message_type, json.dumps(content, ensure_ascii=False), "ou_sender", now)
         return {
             "schema": "2.0",
             "header": self._header("im.message.receive_v1"),
@@ -119,8 +124,8 @@ class Events:
                 },
                 "message": {
                     "message_id": message_id,
-                    "root_id": "",
-                    "parent_id": "",
+                    "root_id": parent_id,
+                    "parent_id": parent_id,
                     "create_time": now,
                     "update_time": now,
                     "chat_id": chat_id,

@@ -81,3 +81,49 @@ def test_text_that_does_not_mention_the_bot_is_left_alone(webhook, events, feish
     assert answer.json()["status"] == "ignored"
     work(conn, feishu_settings)
     assert feishu.all_replies() == []
+
+
+@pytest.fixture
+def mention_only(feishu_settings, set_env, conn):  # noqa: ANN001, ANN201
+    """A bot that reads only what @-mentions it, served on uvicorn: (its webhook URL, its settings)."""
+    from fastapi import FastAPI
+
+    from bots.feishu.webhook import build_router
+    from tests.bots.feishu.fixtures import serve
+
+    settings = set_env(feishu_group_policy="mention", feishu_bot_open_id=BOT)
+    api = FastAPI()
+    api.include_router(build_router(settings, conn))
+    with serve(api) as served:
+        yield f"{served.url}/feishu/events", settings
+
+
+def test_replying_to_a_picture_with_a_mention_reads_that_picture_once(mention_only, events, feishu, conn):
+    url, settings = mention_only
+    group = chat_id()
+    image = events.image(group, picture("pallet 5531 received"))
+    assert events.deliver(url, image).json()["status"] == "ignored"  # no mention: not read
+    ask = events.text(group, "@_user_1", mentions=(BOT,), parent_id=image["event"]["message"]["message_id"])
+    for _ in range(2):
+        assert events.deliver(url, ask).json()["status"] in ("queued", "duplicate")
+    work(conn, settings)
+    [reply] = feishu.replies_to(image["event"]["message"]["message_id"])
+    assert " ".join(reply.text.lower().split()) == "pallet 5531 received"
+    assert feishu.replies_to(ask["event"]["message"]["message_id"]) == []  # the answer is under the picture
+    again = events.text(group, "@_user_1 read this", mentions=(BOT,), parent_id=image["event"]["message"]["message_id"])
+    assert events.deliver(url, again).json()["status"] == "queued"
+    work(conn, settings)
+    assert len(feishu.replies_to(image["event"]["message"]["message_id"])) == 1
+    [told] = feishu.replies_to(again["event"]["message"]["message_id"])
+    assert told.text == "That one has been read already: its text is in the reply under it."
+
+
+def test_replying_to_a_message_without_a_picture_says_so(mention_only, events, feishu, conn):
+    url, settings = mention_only
+    group = chat_id()
+    words_only = events.text(group, "meeting at 3")
+    ask = events.text(group, "@_user_1 识别一下", mentions=(BOT,), parent_id=words_only["event"]["message"]["message_id"])
+    assert events.deliver(url, ask).json()["status"] == "queued"
+    work(conn, settings)
+    [told] = feishu.replies_to(ask["event"]["message"]["message_id"])
+    assert told.text == "回复的那条消息里没有可识别的图片或文件。"
