@@ -1,7 +1,8 @@
 """`feishu-reply://`: answer the Feishu message an image came in with the text read from it.
 
 Options: `feishu-reply://?thread=1` replies in a thread under the image (`thread=0` forces a plain
-reply; unset follows OCRHUB_FEISHU_REPLY_IN_THREAD or the bot's reply_in_thread).
+reply; unset follows OCRHUB_FEISHU_REPLY_IN_THREAD or the bot's reply_in_thread); `format=text`
+replies in plain text instead of a message card (unset follows OCRHUB_FEISHU_REPLY_FORMAT).
 
 Exactly once: every part carries a uuid derived from the job, so Feishu itself drops a repeat
 within an hour, and each posted part is remembered in Redis so a retry days later skips it.
@@ -20,9 +21,12 @@ from ocr_core.job import OcrResult
 from ocr_core.limits import LimitExceeded
 from ocr_core.limits.window import SlidingWindow
 from sinks.base import SinkConfigError, SinkContext, SinkError
+from sinks.feishu_card import card
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
 BODY_LIMIT = 150 * 1024 - 2048
+# A card's request body is capped at 30 KB; its text may stand twice (a preview and the whole).
+CARD_TEXT_LIMIT = 30 * 1024 - 8 * 1024
 # Per chat, across every worker (Feishu: 5 QPS per group). The window is a little over a second
 # because a slot is taken in Redis a few milliseconds before Feishu counts the request.
 CHAT_RATE = 5
@@ -37,9 +41,10 @@ class FeishuReplySink:
     scheme: ClassVar[str] = "feishu-reply"
     needs_image: ClassVar[bool] = False
 
-    def __init__(self, context: SinkContext, thread: bool | None = None) -> None:
+    def __init__(self, context: SinkContext, thread: bool | None = None, reply_format: str = "") -> None:
         self.context = context
         self.thread = thread
+        self.reply_format = reply_format or context.settings.feishu_reply_format
         self.limiter = SlidingWindow(context.conn, RATE_PREFIX, limit=CHAT_RATE, window=CHAT_WINDOW)
 
     @classmethod
@@ -47,16 +52,19 @@ class FeishuReplySink:
         if url.netloc or url.path not in ("", "/"):
             raise SinkConfigError(f"feishu-reply takes no host or path, only options: feishu-reply://?thread=1 (got {url.geturl()!r})")
         options = parse_qs(url.query, keep_blank_values=True)
-        unknown = sorted(set(options) - {"thread"})
+        unknown = sorted(set(options) - {"thread", "format"})
         if unknown:
-            raise SinkConfigError(f"feishu-reply: unknown option(s) {', '.join(unknown)} (known: thread)")
+            raise SinkConfigError(f"feishu-reply: unknown option(s) {', '.join(unknown)} (known: thread, format)")
+        reply_format = options.get("format", [""])[-1].lower()
+        if reply_format not in ("", "card", "text"):
+            raise SinkConfigError(f"feishu-reply: format={reply_format!r} is not one of card, text")
         thread = None
         if "thread" in options:
             value = options["thread"][-1].lower()
             if value not in TRUE + FALSE:
                 raise SinkConfigError(f"feishu-reply: thread={value!r} is not one of {', '.join(TRUE + FALSE)}")
             thread = value in TRUE
-        return cls(context, thread)
+        return cls(context, thread, reply_format)
 
     def check(self) -> None:
         if not registry(self.context.settings, self.context.conn).bots():
@@ -76,7 +84,7 @@ class FeishuReplySink:
         bot = bot_in_force(settings, conn, job.bot_id)
         api = api_for(bot, conn)
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
-        parts = list(reply_parts(result))
+        parts = list(reply_parts(result, CARD_TEXT_LIMIT if self.reply_format == "card" else BODY_LIMIT))
         chat = f"{bot.bot_id}:{job.chat_id}"
         posted = []
         for index, text in enumerate(parts):
@@ -85,11 +93,12 @@ class FeishuReplySink:
             if done is not None:
                 posted.append(done.decode())
                 continue
+            msg_type, content = ("interactive", card_content(result, text)) if self.reply_format == "card" else ("text", text_content(text))
             try:
                 message_id = api.reply(
                     job.message_id,
-                    "text",
-                    text_content(text),
+                    msg_type,
+                    content,
                     uuid=reply_uuid(job.job_id, index),
                     in_thread=in_thread,
                     pace=lambda: self.limiter.acquire(chat),
@@ -105,7 +114,8 @@ class FeishuReplySink:
         return f"feishu reply to {job.message_id} in chat {job.chat_id}: {', '.join(posted)}"
 
     def url(self, privacy: bool = True) -> str:
-        return "feishu-reply://" if self.thread is None else f"feishu-reply://?thread={int(self.thread)}"
+        options = ([f"thread={int(self.thread)}"] if self.thread is not None else []) + ([f"format={self.reply_format}"] if self.reply_format != "card" else [])
+        return "feishu-reply://" + (f"?{'&'.join(options)}" if options else "")
 
 
 def reply_uuid(job_id: str, part: int) -> str:
@@ -117,7 +127,16 @@ def text_content(text: str) -> str:
     return json.dumps({"text": text}, ensure_ascii=False)
 
 
-def reply_parts(result: OcrResult) -> Iterator[str]:
+def card_content(result: OcrResult, text: str) -> str:
+    """One part of the reply as a message card: red when the picture could not be read."""
+    seconds = sum(result.timings.values())
+    noun = "file" if result.job.resource == "file" else "image"
+    meta = " · ".join(part for part in (result.engine, f"{seconds:.1f} s" if seconds else "") if part)
+    title = f"Could not read this {noun}" if result.error else f"Text read from this {noun}"
+    return json.dumps(card(text, title=title, meta=meta, full_text_label="Full text", template="red" if result.error else "blue"), ensure_ascii=False)
+
+
+def reply_parts(result: OcrResult, limit: int = BODY_LIMIT) -> Iterator[str]:
     job = result.job
     # A post yields one reply per image: say which one.
     label = f"Image {job.index + 1}:\n" if job.index or job.context else ""
@@ -130,7 +149,7 @@ def reply_parts(result: OcrResult) -> Iterator[str]:
     if not result.text.strip():
         yield f"{label}No text found in this {'file' if job.resource == 'file' else 'image'}."
         return
-    chunks = split_text(result.text, BODY_LIMIT - wire_size(label) - wire_size("(99/99)\n"))
+    chunks = split_text(result.text, limit - wire_size(label) - wire_size("(99/99)\n"))
     for number, chunk in enumerate(chunks, 1):
         counter = f"({number}/{len(chunks)})\n" if len(chunks) > 1 else ""
         yield f"{label}{counter}{chunk}"

@@ -31,6 +31,7 @@ from tests.emulators.feishu_events import Events, chat_id  # noqa: F401 - chat_i
 TOKEN_PATH = "/open-apis/auth/v3/tenant_access_token/internal"
 WS_ENDPOINT_PATH = "/callback/ws/endpoint"
 REPLY_BODY_LIMIT = 150 * 1024
+CARD_BODY_LIMIT = 30 * 1024  # message cards: 30 KB a request
 UUID_WINDOW = 3600.0
 # Feishu hands out the current token again until it has less than this left.
 TOKEN_REUSE_MIN = 1800
@@ -59,7 +60,27 @@ class Reply:
 
     @property
     def text(self) -> str:
+        """A text reply's text; a card's whole text (its `ocr_text` element)."""
+        if self.msg_type == "interactive":
+            found = _element(self.content, "ocr_text")
+            return str(found["text"]["content"]) if found else ""
         return str(self.content.get("text", ""))
+
+
+def _element(node: Any, element_id: str) -> dict | None:
+    if isinstance(node, dict):
+        if node.get("element_id") == element_id:
+            return node
+        children = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return None
+    for child in children:
+        found = _element(child, element_id)
+        if found is not None:
+            return found
+    return None
 
 
 @dataclass
@@ -365,8 +386,10 @@ class FeishuEmulator:
         reply_uuid = str(body.get("uuid") or "")
         if len(reply_uuid) > 50:
             return 400, {"code": 230001, "msg": "Your request contains an invalid request parameter, ext=uuid longer than 50"}, {}
-        if len(raw) > REPLY_BODY_LIMIT:
+        if len(raw) > (CARD_BODY_LIMIT if msg_type == "interactive" else REPLY_BODY_LIMIT):
             return 400, {"code": 230025, "msg": "The length of the message content reaches its limit."}, {}
+        if msg_type == "interactive" and not _valid_card(content):
+            return 400, {"code": 230099, "msg": "Failed to create card content, ext=ErrCode: 200621; ErrMsg: parse card json err"}, {}
         now = time.time()
         if reply_uuid:
             seen = self.by_uuid.get((app.app_id, reply_uuid))
@@ -430,6 +453,15 @@ class FeishuEmulator:
                 if method == "GET" and len(segments) == 5:
                     return self._message(segments[4])
         return 404, {"code": 404, "msg": f"the emulator does not serve {method} {parts.path}"}, {}
+
+
+def _valid_card(card: Any) -> bool:
+    """Card JSON 2.0 as Feishu checks it: a header title, a body of elements, each with a tag."""
+    if not isinstance(card, dict) or card.get("schema") != "2.0":
+        return False
+    elements = card.get("body", {}).get("elements") if isinstance(card.get("body"), dict) else None
+    title = card.get("header", {}).get("title", {}) if isinstance(card.get("header"), dict) else {}
+    return isinstance(elements, list) and bool(elements) and all(isinstance(e, dict) and e.get("tag") for e in elements) and isinstance(title, dict)
 
 
 def _json(raw: bytes) -> dict:

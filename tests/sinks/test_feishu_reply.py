@@ -54,6 +54,7 @@ def test_urls(url, thread, shown, settings, conn):
         ("feishu-reply:///a/path", "no host or path"),
         ("feishu-reply://?threads=1", "unknown option(s) threads"),
         ("feishu-reply://?thread=maybe", "thread='maybe'"),
+        ("feishu-reply://?format=html", "format='html'"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url, problem, settings, conn):
@@ -67,13 +68,44 @@ def test_check_needs_a_bot(settings, conn):
         sink_from_url("feishu-reply://", SinkContext(settings, conn)).check()
 
 
-def test_reply_with_the_text(sink, events, feishu):
+def test_reply_with_the_text_in_a_card(sink, events, feishu):
     payload = events.image(chat_id(), b"png")
     where = sink.deliver(result_for(payload, "Total: 42.00\nThank you"), None)
     [reply] = feishu.all_replies()
     assert reply.parent_id == payload["event"]["message"]["message_id"]
-    assert reply.msg_type == "text" and reply.text == "Total: 42.00\nThank you"
+    assert reply.msg_type == "interactive" and reply.text == "Total: 42.00\nThank you"
+    assert reply.content["header"]["title"]["content"] == "Text read from this image"
     assert reply.in_thread is False and reply.message_id in where
+
+
+def test_plain_text_replies_by_setting_or_option(feishu_settings, set_env, conn, events, feishu):
+    by_option = FeishuReplySink.from_url(urlsplit("feishu-reply://?format=text"), SinkContext(feishu_settings, conn))
+    by_setting = FeishuReplySink.from_url(urlsplit("feishu-reply://"), SinkContext(set_env(feishu_reply_format="text"), conn))
+    for sink in (by_option, by_setting):
+        sink.deliver(result_for(events.image(chat_id(), b"png"), "Total: 42.00"), None)
+    assert [(r.msg_type, r.text) for r in feishu.all_replies()] == [("text", "Total: 42.00")] * 2
+    assert by_option.url() == "feishu-reply://?format=text"
+
+
+def test_a_long_text_shows_a_preview_and_the_whole_in_a_closed_panel(sink, events, feishu):
+    from dataclasses import replace
+
+    text = "\n".join(f"line {n} of the scanned contract" for n in range(40))
+    result = replace(result_for(events.image(chat_id(), b"png"), text), engine="rapidocr", timings={"fetch": 0.2, "recognise": 1.1})
+    sink.deliver(result, None)
+    [reply] = feishu.all_replies()
+    elements = reply.content["body"]["elements"]
+    assert [e["tag"] for e in elements] == ["div", "collapsible_panel", "div"]
+    assert elements[0]["text"]["content"].count("\n") == 8 and elements[1]["expanded"] is False
+    assert reply.text == text and elements[2]["text"]["content"] == "rapidocr · 1.3 s"
+
+
+def test_a_card_past_feishus_30_kb_is_split_into_numbered_cards(sink, events, feishu):
+    text = "\n".join("发票明细第{}行 金额 1280.00 元".format(n) for n in range(1500))
+    sink.deliver(result_for(events.image(chat_id(), b"png"), text), None)
+    replies = feishu.all_replies()
+    assert len(replies) > 1 and all(r.body_bytes <= 30 * 1024 for r in replies)
+    assert "\n".join(r.text.split("\n", 1)[1] for r in replies) == text
 
 
 def test_a_retried_delivery_never_posts_twice(sink, events, feishu, conn):
