@@ -14,7 +14,13 @@ class TransientError(OcrHubError):
 
 
 class ImageError(PermanentError):
-    """The bytes are not a readable image; the message says what was wrong."""
+    """The bytes are not a readable image; the message says what was wrong, and `kind` which way, for
+    a chat reply in the user's words: "empty", "too_large", "not_an_image", "damaged", "pdf_too_long",
+    "pdf_locked", or "unreadable"."""
+
+    def __init__(self, message: str, kind: str = "unreadable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Deferred(OcrHubError):

@@ -109,9 +109,9 @@ def normalise(data: bytes, *, max_pixels: int, max_bytes: int) -> Image.Image:
 def check_file_size(size: int, *, max_bytes: int) -> None:
     """Raise `ImageError` for an empty file or one over `max_bytes`, before reading or decoding it."""
     if size == 0:
-        raise ImageError("the file is empty")
+        raise ImageError("the file is empty", "empty")
     if size > max_bytes:
-        raise ImageError(f"the file is {_file_size(size)}, over the {_file_size(max_bytes)} limit ({_BYTES_SETTING})")
+        raise ImageError(f"the file is {_file_size(size)}, over the {_file_size(max_bytes)} limit ({_BYTES_SETTING})", "too_large")
 
 
 @functools.cache
@@ -194,22 +194,23 @@ def _decode(data: bytes, max_pixels: int) -> ImageFile.ImageFile:
         image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # The warning arrives as an exception only where warnings were made errors.
-        raise ImageError(_bomb_message(str(exc), max_pixels)) from None
+        raise ImageError(_bomb_message(str(exc), max_pixels), "too_large") from None
     except UnidentifiedImageError:
-        raise ImageError(_unidentified_message(data)) from None
+        raise ImageError(_unidentified_message(data), "not_an_image") from None
     except _DECODE_ERRORS as exc:
-        raise ImageError(_undecodable_message(image, data, exc)) from exc
+        raise ImageError(_undecodable_message(image, data, exc), "damaged") from exc
     return image
 
 
 def _check_size(size: tuple[int, int], max_pixels: int) -> None:
     width, height = size
     if width <= 0 or height <= 0:
-        raise ImageError(f"the image has no pixels ({width}×{height})")
+        raise ImageError(f"the image has no pixels ({width}×{height})", "damaged")
     if width * height > max_pixels:
         raise ImageError(
             f"the image is {width}×{height} = {_megapixels(width * height)} MP, "
-            f"over the {_megapixels(max_pixels)} MP limit ({_PIXEL_SETTING})"
+            f"over the {_megapixels(max_pixels)} MP limit ({_PIXEL_SETTING})",
+            "too_large",
         )
 
 

@@ -96,6 +96,7 @@ class OcrResult:
     timings: dict[str, float] = field(default_factory=dict)
     error: str = ""
     created_at: str = ""
+    error_kind: str = ""  # ImageError.kind, or "unavailable" when the platform would not hand the image over
 
     @property
     def ok(self) -> bool:
@@ -113,6 +114,7 @@ class OcrResult:
             "timings": dict(self.timings),
             "error": self.error,
             "created_at": self.created_at,
+            "error_kind": self.error_kind,
         }
 
     @classmethod
@@ -128,4 +130,5 @@ class OcrResult:
             timings=dict(data.get("timings", {})),
             error=data.get("error", ""),
             created_at=data.get("created_at", ""),
+            error_kind=data.get("error_kind", ""),
         )

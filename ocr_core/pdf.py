@@ -31,11 +31,12 @@ def pages(data: bytes, max_pages: int) -> Iterator[Image.Image]:
     with _opened(data) as document:
         count = len(document)
         if count == 0:
-            raise ImageError("the PDF has no pages")
+            raise ImageError("the PDF has no pages", "empty")
         if count > max_pages:
             raise ImageError(
                 f"the PDF has {count} pages; at most {max_pages} are read (OCRHUB_MAX_PDF_PAGES): "
-                f"send the pages you need as a shorter PDF or as pictures"
+                f"send the pages you need as a shorter PDF or as pictures",
+                "pdf_too_long",
             )
         for index in range(count):
             page = document[index]
@@ -59,8 +60,8 @@ class _opened:
             self.document = pypdfium2.PdfDocument(data)
         except pypdfium2.PdfiumError as exc:
             if "password" in str(exc).lower():
-                raise ImageError("the PDF is protected by a password: send it without one") from None
-            raise ImageError(f"the PDF cannot be read ({exc})") from None
+                raise ImageError("the PDF is protected by a password: send it without one", "pdf_locked") from None
+            raise ImageError(f"the PDF cannot be read ({exc})", "damaged") from None
 
     def __enter__(self):  # noqa: ANN204
         return self.document

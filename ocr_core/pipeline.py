@@ -64,13 +64,13 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
     # Leave the job's last seconds to store the result and queue the deliveries.
     deadline = time.monotonic() + settings.job_timeout * 0.85
     data = store.load_image(conn, job)
-    error = ""
+    error, error_kind = "", ""
     if data is None:
         try:
             data = sources.fetch(job, conn)
         except PermanentError as exc:
             # The platform will never hand over these bytes: sinks hear why, as for an unreadable image.
-            data, error = b"", str(exc)
+            data, error, error_kind = b"", str(exc), getattr(exc, "kind", "unavailable")
         else:
             store.save_image(conn, job.job_id, data, settings.blob_ttl)
     fetched = time.perf_counter()
@@ -92,7 +92,7 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
         try:
             reading = _read_counted(conn, data, engine, settings, request)
         except ImageError as exc:
-            lines, width, height, error = (), 0, 0, str(exc)
+            lines, width, height, error, error_kind = (), 0, 0, str(exc), exc.kind
         else:
             lines, width, height = reading.lines, reading.width, reading.height
             timings.update(reading.timings)
@@ -111,6 +111,7 @@ def run(job: ImageJob, conn: redis.Redis, settings: Settings) -> Outcome:
         height=height,
         timings=timings,
         error=error,
+        error_kind=error_kind,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
     store.save_result(conn, result, settings.blob_ttl)

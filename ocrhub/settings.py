@@ -37,6 +37,7 @@ class FeishuBotSettings(BaseModel):
     allow_unverified: bool = False
     reply_in_thread: bool | None = None
     mode: Literal["webhook", "long-connection", ""] = ""
+    language: Literal["zh", "en", ""] = ""
 
 
 class Settings(BaseSettings):
@@ -110,6 +111,7 @@ class Settings(BaseSettings):
     feishu_allow_unverified: bool = Field(default=False, description="Accept events for a bot with neither Encrypt Key nor Verification Token (anyone could post jobs).")
     feishu_mode: Literal["webhook", "long-connection"] = Field(default="webhook", description="How the bots' events arrive: 'webhook' (served at /feishu/events, needs an Encrypt Key or Verification Token) or 'long-connection' (`ocrhub feishu-connect`; no webhook is served, none of them needed).")
     feishu_reply_in_thread: bool = Field(default=False, description="Replies open a thread under the image instead of quoting it in the chat.")
+    feishu_language: Literal["zh", "en"] = Field(default="en", description="The language of the bot's replies and messages (zh or en); per bot in OCRHUB_FEISHU_BOTS or on the admin page.")
     feishu_reply_format: Literal["card", "text"] = Field(default="card", description="Replies as a message card (the text collapsed when long, the engine and time beneath) or as plain text.")
     feishu_bots: dict[str, FeishuBotSettings] = Field(default_factory=dict, description="Further Feishu apps as JSON: {\"sales\": {\"app_id\": …, \"app_secret\": …, \"encrypt_key\": …}}; served at /feishu/<id>/events.")
 

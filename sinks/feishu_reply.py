@@ -22,6 +22,7 @@ from ocr_core.limits import LimitExceeded
 from ocr_core.limits.window import SlidingWindow
 from sinks.base import SinkConfigError, SinkContext, SinkError
 from sinks.feishu_card import card
+from sinks.feishu_words import failure, words
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
 BODY_LIMIT = 150 * 1024 - 2048
@@ -84,7 +85,7 @@ class FeishuReplySink:
         bot = bot_in_force(settings, conn, job.bot_id)
         api = api_for(bot, conn)
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
-        parts = list(reply_parts(result, CARD_TEXT_LIMIT if self.reply_format == "card" else BODY_LIMIT))
+        parts = list(reply_parts(result, CARD_TEXT_LIMIT if self.reply_format == "card" else BODY_LIMIT, bot.language))
         chat = f"{bot.bot_id}:{job.chat_id}"
         posted = []
         for index, text in enumerate(parts):
@@ -93,7 +94,7 @@ class FeishuReplySink:
             if done is not None:
                 posted.append(done.decode())
                 continue
-            msg_type, content = ("interactive", card_content(result, text)) if self.reply_format == "card" else ("text", text_content(text))
+            msg_type, content = ("interactive", card_content(result, text, bot.language)) if self.reply_format == "card" else ("text", text_content(text))
             try:
                 message_id = api.reply(
                     job.message_id,
@@ -127,27 +128,29 @@ def text_content(text: str) -> str:
     return json.dumps({"text": text}, ensure_ascii=False)
 
 
-def card_content(result: OcrResult, text: str) -> str:
-    """One part of the reply as a message card: red when the picture could not be read."""
+def card_content(result: OcrResult, text: str, language: str = "en") -> str:
+    """One part of the reply as a message card: red, with the technical reason in small print, when
+    the picture could not be read."""
+    said = words(language)
     seconds = sum(result.timings.values())
-    noun = "file" if result.job.resource == "file" else "image"
-    meta = " · ".join(part for part in (result.engine, f"{seconds:.1f} s" if seconds else "") if part)
-    title = f"Could not read this {noun}" if result.error else f"Text read from this {noun}"
-    return json.dumps(card(text, title=title, meta=meta, full_text_label="Full text", template="red" if result.error else "blue"), ensure_ascii=False)
-
-
-def reply_parts(result: OcrResult, limit: int = BODY_LIMIT) -> Iterator[str]:
-    job = result.job
-    # A post yields one reply per image: say which one.
-    label = f"Image {job.index + 1}:\n" if job.index or job.context else ""
     if result.error:
         reason = " ".join(result.error.split())
-        if len(reason) > MAX_REASON:
-            reason = reason[: MAX_REASON - 1] + "…"
-        yield f"{label}Could not read this {'file' if job.resource == 'file' else 'image'}: {reason}"
+        meta = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+    else:
+        meta = " · ".join(part for part in (result.engine, f"{seconds:.1f} s" if seconds else "") if part)
+    title = said["title.failed"] if result.error else said["title.ok"]
+    return json.dumps(card(text, title=title, meta=meta, full_text_label=said["full"], template="red" if result.error else "blue"), ensure_ascii=False)
+
+
+def reply_parts(result: OcrResult, limit: int = BODY_LIMIT, language: str = "en") -> Iterator[str]:
+    job = result.job
+    # A post yields one reply per image: say which one.
+    label = (f"图 {job.index + 1}：\n" if language == "zh" else f"Image {job.index + 1}:\n") if job.index or job.context else ""
+    if result.error:
+        yield f"{label}{failure(result, language)}"
         return
     if not result.text.strip():
-        yield f"{label}No text found in this {'file' if job.resource == 'file' else 'image'}."
+        yield f"{label}{words(language)['empty.text']}"
         return
     chunks = split_text(result.text, limit - wire_size(label) - wire_size("(99/99)\n"))
     for number, chunk in enumerate(chunks, 1):

@@ -49,6 +49,7 @@ class BotForm(BaseModel):
     bot_open_id: str = Field("", max_length=128)
     reply_in_thread: bool = False
     mode: Literal["webhook", "long-connection"] = "webhook"
+    language: Literal["zh", "en"] = "en"
     allow_unverified: bool = False
     enabled: bool = True
     clear: list[Literal["encrypt_key", "verification_token"]] = Field(default_factory=list)
@@ -74,6 +75,7 @@ def build_admin_router(settings: Settings, conn: redis.Redis) -> APIRouter:
             "bot_open_id": record.get("bot_open_id", ""),
             "reply_in_thread": bool(record.get("reply_in_thread", False)),
             "mode": mode,
+            "language": record.get("language") or "en",
             "allow_unverified": bool(record.get("allow_unverified", False)),
             "webhook_url": base + path if mode == WEBHOOK else "",
             "scopes": list(SCOPES),

@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 DEFAULT_BOT = "default"
 BOT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 GROUP_POLICIES = ("all", "mention")
+LANGUAGES = ("zh", "en")
 # How a bot's events arrive: POSTed to its webhook, or over the long connection `ocrhub feishu-connect` opens.
 WEBHOOK, LONG_CONNECTION = "webhook", "long-connection"
 MODES = (WEBHOOK, LONG_CONNECTION)
@@ -41,6 +42,7 @@ class FeishuBot:
     allow_unverified: bool = False
     reply_in_thread: bool = False
     mode: str = WEBHOOK
+    language: str = "en"  # of its replies: "zh" or "en"
 
     @property
     def setting(self) -> str:
@@ -86,7 +88,8 @@ def _check_domain(domain: str, where: str) -> str:
 
 
 def _bot(bot_id: str, *, app_id: str, app_secret: str, encrypt_key: str, verification_token: str,
-         domain: str, group_policy: str, open_id: str, allow_unverified: bool, reply_in_thread: bool, mode: str) -> FeishuBot:
+         domain: str, group_policy: str, open_id: str, allow_unverified: bool, reply_in_thread: bool, mode: str,
+         language: str = "en") -> FeishuBot:
     bot = FeishuBot(
         bot_id=bot_id,
         app_id=app_id.strip(),
@@ -99,7 +102,10 @@ def _bot(bot_id: str, *, app_id: str, app_secret: str, encrypt_key: str, verific
         allow_unverified=allow_unverified,
         reply_in_thread=reply_in_thread,
         mode=mode,
+        language=language,
     )
+    if bot.language not in LANGUAGES:
+        raise BotConfigError(f"Feishu bot {bot_id!r}: language {bot.language!r} is not one of {LANGUAGES}")
     if not bot.app_id or not bot.app_secret:
         raise BotConfigError(f"Feishu bot {bot_id!r} needs both an App ID and an App Secret ({bot.setting})")
     if bot.group_policy not in GROUP_POLICIES:
@@ -130,6 +136,7 @@ def load_bots(settings: Settings) -> dict[str, FeishuBot]:
             allow_unverified=settings.feishu_allow_unverified,
             reply_in_thread=settings.feishu_reply_in_thread,
             mode=settings.feishu_mode,
+            language=settings.feishu_language,
         )
     for bot_id, extra in settings.feishu_bots.items():
         if not BOT_ID.match(bot_id) or bot_id == DEFAULT_BOT:
@@ -149,6 +156,7 @@ def load_bots(settings: Settings) -> dict[str, FeishuBot]:
             allow_unverified=extra.allow_unverified or settings.feishu_allow_unverified,
             reply_in_thread=settings.feishu_reply_in_thread if extra.reply_in_thread is None else extra.reply_in_thread,
             mode=extra.mode or settings.feishu_mode,
+            language=extra.language or settings.feishu_language,
         )
     return bots
 
@@ -185,6 +193,7 @@ def bot_record(bot: FeishuBot, *, enabled: bool = True) -> dict[str, object]:
         "allow_unverified": bot.allow_unverified,
         "reply_in_thread": bot.reply_in_thread,
         "mode": bot.mode,
+        "language": bot.language,
         "enabled": enabled,
     }
 
@@ -205,6 +214,7 @@ def bot_from_record(bot_id: str, record: dict) -> FeishuBot:
         allow_unverified=bool(record.get("allow_unverified", False)),
         reply_in_thread=bool(record.get("reply_in_thread", False)),
         mode=str(record.get("mode") or WEBHOOK),
+        language=str(record.get("language") or "en"),
     )
 
 

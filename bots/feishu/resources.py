@@ -19,8 +19,9 @@ def fetch_image(job: ImageJob, conn: redis.Redis) -> bytes:
     if len(data) > settings.max_image_bytes:
         raise ImageError(
             f"image {job.image_key} of Feishu message {job.message_id} is {len(data)} bytes, over the "
-            f"{settings.max_image_bytes}-byte limit (OCRHUB_MAX_IMAGE_BYTES)"
+            f"{settings.max_image_bytes}-byte limit (OCRHUB_MAX_IMAGE_BYTES)",
+            "too_large",
         )
     if not data:
-        raise ImageError(f"Feishu returned no bytes for image {job.image_key} of message {job.message_id}")
+        raise ImageError(f"Feishu returned no bytes for image {job.image_key} of message {job.message_id}", "empty")
     return data

@@ -50,6 +50,8 @@ IGNORED_BECAUSE = (
     ("event for app ", "other_app"),
     ("group message that does not @", "not_mentioned"),
     ("no images", "no_image"),
+    ("text that asks the bot nothing", "not_image"),
+    ("a file that is neither", "not_image"),
 )
 
 log = logging.getLogger("ocrhub.feishu")

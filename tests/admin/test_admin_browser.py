@@ -128,7 +128,7 @@ def test_a_bot_added_on_the_page_shows_its_webhook_url_and_answers_feishu(page, 
     assert (job.bot_id, job.chat_id) == ("sales", "oc_sales_chat")
     build_worker(conn, settings).work(burst=True)
     [reply] = events.emulator.replies_to(payload["event"]["message"]["message_id"])
-    assert reply.app_id == app.app_id and "quote 4471 approved" in reply.content.get("text", "")
+    assert reply.app_id == app.app_id and "quote 4471 approved" in reply.text
     card.find_element(By.XPATH, ".//button[text()='Test']").click()
     wait_for(page, seen.text_to_be_present_in_element((By.CSS_SELECTOR, "#bot-sales .test-result"), "tenant access token"))
     shot(page, request.node.name, "tested")

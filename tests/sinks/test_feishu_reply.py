@@ -74,7 +74,7 @@ def test_reply_with_the_text_in_a_card(sink, events, feishu):
     [reply] = feishu.all_replies()
     assert reply.parent_id == payload["event"]["message"]["message_id"]
     assert reply.msg_type == "interactive" and reply.text == "Total: 42.00\nThank you"
-    assert reply.content["header"]["title"]["content"] == "Text read from this image"
+    assert reply.content["header"]["title"]["content"] == "Text read"
     assert reply.in_thread is False and reply.message_id in where
 
 
@@ -121,17 +121,38 @@ def test_a_retried_delivery_never_posts_twice(sink, events, feishu, conn):
     assert feishu.all_replies()[0].uuid.startswith(result.job.job_id) and len(feishu.all_replies()[0].uuid) <= 50
 
 
-def test_unreadable_image_gets_a_short_reason(sink, events, feishu):
+def test_unreadable_image_gets_one_friendly_sentence_and_the_reason_in_small_print(sink, events, feishu):
+    from dataclasses import replace
+
     error = "not an image: the bytes are a ZIP archive " + "x" * 1000
-    sink.deliver(result_for(events.image(chat_id(), b"png"), "", error=error), None)
+    sink.deliver(replace(result_for(events.image(chat_id(), b"png"), "", error=error), error_kind="not_an_image"), None)
     [reply] = feishu.all_replies()
-    assert reply.text.startswith("Could not read this image: not an image: the bytes are a ZIP archive")
-    assert len(reply.text) < 400
+    assert reply.text == "This is not a picture: I read pictures, screenshots and PDFs."
+    small_print = reply.content["body"]["elements"][-1]["text"]["content"]
+    assert small_print.startswith("not an image: the bytes are a ZIP archive") and len(small_print) <= 300
+
+
+@pytest.mark.parametrize(
+    ("kind", "zh", "en"),
+    [
+        ("pdf_too_long", "这个 PDF 页数太多了，请只发需要的几页。", "This PDF has too many pages: please send only the pages you need."),
+        ("pdf_locked", "这个 PDF 设了密码，请发送没有密码的版本。", "This PDF is protected by a password: please send it without one."),
+        ("too_large", "这张图片太大了，请压缩后再发。", "This picture is too large: please send a smaller one."),
+        ("", "抱歉，这张图片没能识别。", "Sorry, this picture could not be read."),
+    ],
+)
+def test_failures_are_said_in_the_bots_language(kind, zh, en, set_env, feishu_settings, conn, events, feishu):
+    from dataclasses import replace
+
+    for language in ("zh", "en"):
+        sink = FeishuReplySink.from_url(urlsplit("feishu-reply://?format=text"), SinkContext(set_env(feishu_language=language), conn))
+        sink.deliver(replace(result_for(events.image(chat_id(), b"png"), "", error="technical reason"), error_kind=kind), None)
+    assert [r.text for r in feishu.all_replies()] == [zh, en]
 
 
 def test_no_text_says_so(sink, events, feishu):
     sink.deliver(result_for(events.image(chat_id(), b"png"), ""), None)
-    assert feishu.all_replies()[0].text == "No text found in this image."
+    assert feishu.all_replies()[0].text == "No text found in this picture."
 
 
 def test_images_of_a_post_are_labelled(sink, events, feishu):

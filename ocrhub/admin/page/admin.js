@@ -8,7 +8,7 @@ const TEXT = {
     "bots.title": "Feishu bots", "bots.add": "Add a bot", "bots.edit": "Edit bot", "bots.none": "No bots yet.",
     "bot.id": "Bot id", "bot.secrets": "Secrets are write-only: leave a field empty to keep what is stored.",
     "bot.domain": "Domain", "bot.mode": "Events arrive by", "bot.policy": "In groups, read",
-    "bot.openid": "Bot open_id (for @ mentions)", "bot.thread": "Reply in a thread", "bot.enabled": "Enabled",
+    "bot.openid": "Bot open_id (for @ mentions)", "bot.thread": "Reply in a thread", "bot.enabled": "Enabled", "bot.language": "Replies in",
     "mode.webhook": "webhook", "mode.long": "long connection",
     "policy.all": "every picture", "policy.mention": "only messages that @ the bot",
     "save": "Save", "cancel": "Cancel", "edit": "Edit", "remove": "Remove", "test": "Test", "enable": "Enable", "disable": "Disable",
@@ -36,7 +36,7 @@ const TEXT = {
     "bots.title": "飞书机器人", "bots.add": "添加机器人", "bots.edit": "编辑机器人", "bots.none": "还没有机器人。",
     "bot.id": "机器人 ID", "bot.secrets": "密钥只写不读：留空即保留已保存的值。",
     "bot.domain": "域名", "bot.mode": "事件接收方式", "bot.policy": "群聊中读取",
-    "bot.openid": "机器人 open_id（用于 @ 识别）", "bot.thread": "在话题中回复", "bot.enabled": "启用",
+    "bot.openid": "机器人 open_id（用于 @ 识别）", "bot.thread": "在话题中回复", "bot.enabled": "启用", "bot.language": "回复语言",
     "mode.webhook": "Webhook", "mode.long": "长连接",
     "policy.all": "所有图片", "policy.mention": "仅 @ 机器人的消息",
     "save": "保存", "cancel": "取消", "edit": "编辑", "remove": "删除", "test": "测试", "enable": "启用", "disable": "停用",
@@ -148,7 +148,7 @@ function botCard(bot) {
 
 function formOf(bot) {
   return { app_id: bot.app_id, domain: bot.domain, group_policy: bot.group_policy, bot_open_id: bot.bot_open_id,
-           reply_in_thread: bot.reply_in_thread, mode: bot.mode, allow_unverified: bot.allow_unverified, enabled: bot.enabled };
+           reply_in_thread: bot.reply_in_thread, mode: bot.mode, allow_unverified: bot.allow_unverified, enabled: bot.enabled, language: bot.language || "en" };
 }
 
 async function loadBots() {
@@ -177,6 +177,7 @@ function openForm(bot) {
     $("bot-domain").value = bot.domain;
     $("bot-mode").value = bot.mode;
     $("bot-policy").value = bot.group_policy;
+    $("bot-language").value = bot.language || "en";
     $("bot-open-id").value = bot.bot_open_id;
     $("bot-thread").checked = bot.reply_in_thread;
     $("bot-enabled").checked = bot.enabled;
@@ -292,7 +293,8 @@ document.addEventListener("DOMContentLoaded", async () => {
     event.preventDefault();
     const data = new FormData(event.target);
     const body = { app_id: data.get("app_id"), domain: data.get("domain"), mode: data.get("mode"), group_policy: data.get("group_policy"),
-                   bot_open_id: data.get("bot_open_id"), reply_in_thread: data.get("reply_in_thread") === "on", enabled: data.get("enabled") === "on" };
+                   bot_open_id: data.get("bot_open_id"), reply_in_thread: data.get("reply_in_thread") === "on", enabled: data.get("enabled") === "on",
+                   language: data.get("language") };
     for (const name of ["app_secret", "encrypt_key", "verification_token"]) body[name] = data.get(name) || "";
     saveBot(editing || data.get("id"), body).then(loadChanges).catch(() => {});
   });

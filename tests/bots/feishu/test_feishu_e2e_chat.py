@@ -56,8 +56,8 @@ def test_files_pdfs_read_that_one_and_search_each_get_one_answer(hub: Hub, feish
 
     assert words(only_reply(png)) == "sharp screenshot 3381"
     assert only_reply(three).splitlines() == pages
-    assert "the PDF has 500 pages; at most 20 are read" in only_reply(long)
-    assert "protected by a password" in only_reply(secret)
+    assert only_reply(long) == "This PDF has too many pages: please send only the pages you need."
+    assert only_reply(secret) == "This PDF is protected by a password: please send it without one."
 
     # "Read that one": the quiet bot ignores a picture until someone replies to it with @bot.
     picture = quiet.image(group, encode(text_image(["pallet 5531 received"], size=44), "PNG"))

@@ -63,12 +63,10 @@ def test_a_long_pdf_and_a_locked_pdf_get_their_clear_replies(webhook, events, fe
         assert events.deliver(url, payload).status_code == 200
     work(conn, feishu_settings)
     [long_reply] = feishu.replies_to(long["event"]["message"]["message_id"])
-    assert long_reply.text == (
-        "Could not read this file: the PDF has 500 pages; at most 20 are read (OCRHUB_MAX_PDF_PAGES): "
-        "send the pages you need as a shorter PDF or as pictures"
-    )
+    assert long_reply.text == "This PDF has too many pages: please send only the pages you need."
+    assert "the PDF has 500 pages; at most 20 are read (OCRHUB_MAX_PDF_PAGES)" in json.dumps(long_reply.content)
     [secret_reply] = feishu.replies_to(secret["event"]["message"]["message_id"])
-    assert secret_reply.text == "Could not read this file: the PDF is protected by a password: send it without one"
+    assert secret_reply.text == "This PDF is protected by a password: please send it without one."
 
 
 def test_other_files_are_acknowledged_and_not_read(webhook, events, feishu, conn, feishu_settings, group):

@@ -75,7 +75,8 @@ def test_unreadable_image_gets_a_reason_not_silence(webhook, events, feishu, con
     events.deliver(f"{webhook}/feishu/events", bad)
     work(conn, feishu_settings)
     [reply] = feishu.replies_to(bad["event"]["message"]["message_id"])
-    assert reply.text.startswith("Could not read this image:")
+    assert reply.text == "This is not a picture: I read pictures, screenshots and PDFs."
+    assert reply.content["header"]["template"] == "red" and "not an image" in json.dumps(reply.content)  # the reason, in small print
 
 
 def test_image_feishu_will_not_hand_over_gets_a_reason(webhook, events, feishu, conn, feishu_settings, group):
@@ -85,7 +86,9 @@ def test_image_feishu_will_not_hand_over_gets_a_reason(webhook, events, feishu, 
     events.deliver(f"{webhook}/feishu/events", payload)
     work(conn, feishu_settings)
     [reply] = feishu.replies_to(message["message_id"])
-    assert "234043" in reply.text and "forwarded bundles and cards" in reply.text
+    assert reply.text == "Feishu did not hand this picture over to me, so I could not read it."
+    small_print = json.dumps(reply.content, ensure_ascii=False)
+    assert "234043" in small_print and "forwarded bundles and cards" in small_print
     [job] = jobs_for(get_bot(feishu_settings, "default"), parse_event(payload))
     assert job_state(conn, job.job_id).status == "failed"
 
@@ -103,8 +106,8 @@ def test_a_burst_is_queued_as_one_job_that_a_worker_expands_in_order(events, fei
     first, second = intake_queue(conn, feishu_settings).get_jobs()
     assert first.func_name == second.func_name == EXPAND
     work(conn, feishu_settings)
-    assert first.latest_result().return_value == {"queued": 3, "skipped": 0}
-    assert second.latest_result().return_value == {"queued": 0, "skipped": 0}
+    assert first.latest_result().return_value == {"queued": 3, "skipped": 0, "commands": 0}
+    assert second.latest_result().return_value == {"queued": 0, "skipped": 0, "commands": 0}
     texts = sorted(words(r.text) for r in feishu.all_replies())
     # A post without words: its first image's reply carries no label (the job cannot tell it from a lone image).
     assert texts == ["copper lantern", "image 2: velvet rocket", "summer garden"]
