@@ -94,7 +94,7 @@ def assert_each_delivered_once(feishu: FeishuEmulator, notion: NotionEmulator, s
             assert rows[row_key(image.job)] == 1, f"{rows[row_key(image.job)]} rows for {image.job.job_id}"
             assert stored.text == f"size {image.width}x48"
         else:
-            assert "\n" not in reply.text.strip() and "image" in reply.text.lower(), reply.text
+            assert "\n" not in reply.text.strip() and "picture" in reply.text.lower(), reply.text  # one friendly sentence
             assert rows[row_key(image.job)] == 0
             assert stored.error
     assert sum(rows.values()) == len([p for p in posted if p.width])
