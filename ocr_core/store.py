@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 
 import redis
@@ -19,6 +20,7 @@ from redis.client import Pipeline
 from ocr_core.job import ImageJob, Line, OcrResult
 
 PREFIX = "ocrhub"
+_URL = re.compile(r"https://[^\s()]+")
 READER = "read"
 
 
@@ -156,3 +158,13 @@ def receipts(conn: redis.Redis, job_ids: list[str]) -> dict[str, dict[str, str]]
             pipe.hgetall(receipts_key(job_id))
         found = pipe.execute()
     return {job_id: {k.decode(): v.decode() for k, v in got.items()} for job_id, got in zip(job_ids, found) if got}
+
+
+def links_of(receipts_by_sink: dict[str, str]) -> list[tuple[str, str]]:
+    """(sink, link) for each receipt that carries an https link, by sink name."""
+    found = []
+    for sink, receipt in sorted(receipts_by_sink.items()):
+        match = _URL.search(receipt)
+        if match:
+            found.append((sink, match.group(0)))
+    return found

@@ -50,6 +50,13 @@ class Sink(Protocol):
     def url(self, privacy: bool = True) -> str: ...
 
 
+class Amends(Protocol):
+    """Optional, beside Sink: a sink that shows where the others delivered (the Feishu card's Notion
+    link) is called after every delivery of a job it has delivered, to bring what it posted up to date."""
+
+    def amend(self, result: OcrResult) -> None: ...
+
+
 SCHEMES: dict[str, str] = {
     "local": "sinks.local:LocalSink",
     "feishu-reply": "sinks.feishu_reply:FeishuReplySink",

@@ -6,6 +6,10 @@ replies in plain text instead of a message card (unset follows OCRHUB_FEISHU_REP
 
 Exactly once: every part carries a uuid derived from the job, so Feishu itself drops a repeat
 within an hour, and each posted part is remembered in Redis so a retry days later skips it.
+
+A card links the Notion row (any https place another sink reported) when it is known as the reply
+goes out; one written later is added to the posted card by `amend`, which the delivery job calls
+after every delivery of the job, so whichever of the two finishes last brings the card up to date.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ from collections.abc import Iterator
 from typing import ClassVar
 from urllib.parse import SplitResult, parse_qs
 
+import redis
+
 from bots.feishu.bots import bot_in_force, registry
 from ocr_core.errors import TransientError
 from ocr_core.job import OcrResult
 from ocr_core.limits import LimitExceeded
 from ocr_core.limits.window import SlidingWindow
+from ocr_core.store import links_of, receipts
 from sinks.base import SinkConfigError, SinkContext, SinkError
 from sinks.feishu_card import card
-from sinks.feishu_words import failure, words
+from sinks.feishu_words import failure, link_label, words
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
 BODY_LIMIT = 150 * 1024 - 2048
@@ -87,14 +94,15 @@ class FeishuReplySink:
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
         parts = list(reply_parts(result, CARD_TEXT_LIMIT if self.reply_format == "card" else BODY_LIMIT, bot.language))
         chat = f"{bot.bot_id}:{job.chat_id}"
+        links = elsewhere(conn, job.job_id)
         posted = []
         for index, text in enumerate(parts):
-            marker = f"{PREFIX}:{job.job_id}:{index}"
+            marker = part_key(job.job_id, index)
             done = conn.get(marker)
             if done is not None:
                 posted.append(done.decode())
                 continue
-            msg_type, content = ("interactive", card_content(result, text, bot.language)) if self.reply_format == "card" else ("text", text_content(text))
+            msg_type, content = ("interactive", card_content(result, text, bot.language, links)) if self.reply_format == "card" else ("text", text_content(text))
             try:
                 message_id = api.reply(
                     job.message_id,
@@ -112,11 +120,48 @@ class FeishuReplySink:
                 raise SinkError(str(exc)) from exc
             conn.set(marker, message_id or "-", ex=settings.blob_ttl)
             posted.append(message_id)
+        if self.reply_format == "card":
+            conn.set(shown_key(job.job_id), json.dumps(links), ex=settings.blob_ttl)
         return f"feishu reply to {job.message_id} in chat {job.chat_id}: {', '.join(posted)}"
+
+    def amend(self, result: OcrResult) -> None:
+        """Bring the posted cards' links up to date with what the other sinks have reported since."""
+        job = result.job
+        conn, settings = self.context.conn, self.context.settings
+        shown = conn.get(shown_key(job.job_id))
+        if job.platform != "feishu" or shown is None:
+            return  # not a card, or not posted yet: the reply will show the links itself
+        links = elsewhere(conn, job.job_id)
+        if links == json.loads(shown):
+            return
+        from bots.feishu.api import api_for
+
+        bot = bot_in_force(settings, conn, job.bot_id)
+        api = api_for(bot, conn)
+        chat = f"{bot.bot_id}:{job.chat_id}"
+        for index, text in enumerate(reply_parts(result, CARD_TEXT_LIMIT, bot.language)):
+            message_id = (conn.get(part_key(job.job_id, index)) or b"-").decode()
+            if message_id != "-":
+                api.update_card(message_id, card_content(result, text, bot.language, links), pace=lambda: self.limiter.acquire(chat))
+        conn.set(shown_key(job.job_id), json.dumps(links), ex=settings.blob_ttl)
 
     def url(self, privacy: bool = True) -> str:
         options = ([f"thread={int(self.thread)}"] if self.thread is not None else []) + ([f"format={self.reply_format}"] if self.reply_format != "card" else [])
         return "feishu-reply://" + (f"?{'&'.join(options)}" if options else "")
+
+
+def part_key(job_id: str, part: int) -> str:
+    return f"{PREFIX}:{job_id}:{part}"
+
+
+def shown_key(job_id: str) -> str:
+    """The links the job's cards show."""
+    return f"{PREFIX}:{job_id}:links"
+
+
+def elsewhere(conn: redis.Redis, job_id: str) -> list[str]:
+    """The https places other sinks delivered this job to (the Notion row), by sink name."""
+    return list(dict.fromkeys(url for _sink, url in links_of(receipts(conn, [job_id]).get(job_id, {}))))
 
 
 def reply_uuid(job_id: str, part: int) -> str:
@@ -128,7 +173,7 @@ def text_content(text: str) -> str:
     return json.dumps({"text": text}, ensure_ascii=False)
 
 
-def card_content(result: OcrResult, text: str, language: str = "en") -> str:
+def card_content(result: OcrResult, text: str, language: str = "en", links: list[str] | None = None) -> str:
     """One part of the reply as a message card: red, with the technical reason in small print, when
     the picture could not be read."""
     said = words(language)
@@ -139,7 +184,9 @@ def card_content(result: OcrResult, text: str, language: str = "en") -> str:
     else:
         meta = " · ".join(part for part in (result.engine, f"{seconds:.1f} s" if seconds else "") if part)
     title = said["title.failed"] if result.error else said["title.ok"]
-    return json.dumps(card(text, title=title, meta=meta, full_text_label=said["full"], template="red" if result.error else "blue"), ensure_ascii=False)
+    buttons = tuple((link_label(url, language), url) for url in links or ())
+    shape = card(text, title=title, meta=meta, full_text_label=said["full"], template="red" if result.error else "blue", links=buttons)
+    return json.dumps(shape, ensure_ascii=False)
 
 
 def reply_parts(result: OcrResult, limit: int = BODY_LIMIT, language: str = "en") -> Iterator[str]:

@@ -205,6 +205,12 @@ def test_group_images_become_complete_notion_rows(tmp_path: Path, feishu: Feishu
     post_replies = feishu.replies_to(post["event"]["message"]["message_id"])
     assert sorted(words(r.text) for r in post_replies) == ["image 1: copper lantern", "image 2: velvet rocket"]
 
+    # Each card links its own Notion row, whichever of the two deliveries finished first.
+    row_url = {key: f"https://www.notion.so/{row['id'].replace('-', '')}" for key, row in rows.items()}
+    assert page_reply.links == [row_url[row_key(images[0].job)]]
+    assert short_reply.links == [row_url[row_key(images[1].job)]]
+    assert sorted(link for r in post_replies for link in r.links) == sorted(row_url[row_key(i.job)] for i in images[2:])
+
 
 def send_all(events: Events, webhook: str, batch: list[dict]) -> list[tuple[str, str]]:
     """(message id, status) for each event, sent side by side as Feishu's pushes arrive."""

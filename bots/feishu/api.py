@@ -18,6 +18,8 @@ from lark_oapi.api.auth.v3 import InternalTenantAccessTokenRequest, InternalTena
 from lark_oapi.api.im.v1 import (
     GetMessageRequest,
     GetMessageResourceRequest,
+    PatchMessageRequest,
+    PatchMessageRequestBody,
     ReplyMessageRequest,
     ReplyMessageRequestBody,
 )
@@ -116,6 +118,13 @@ class FeishuApi:
         response = self._call(f"reply to message {message_id}", lambda option: self.client.im.v1.message.reply(request, option), pace)
         data = getattr(response, "data", None)
         return getattr(data, "message_id", "") or ""
+
+    def update_card(self, message_id: str, content: str, pace: Callable[[], None] | None = None) -> None:
+        """Replace a card the bot sent (message.patch); only shared cards (`update_multi`) can be."""
+        request = (
+            PatchMessageRequest.builder().message_id(message_id).request_body(PatchMessageRequestBody.builder().content(content).build()).build()
+        )
+        self._call(f"update card {message_id}", lambda option: self.client.im.v1.message.patch(request, option), pace)
 
     def _call(self, what: str, send: Callable[[RequestOption], BaseResponse], pace: Callable[[], None] | None = None) -> BaseResponse:
         refreshed = False

@@ -4,7 +4,7 @@ and, replying to an earlier picture or file with "@bot", to read that one.
 A text message that @-mentions the bot in a group (any text message in a direct chat) and reads as a
 command is claimed like an image message (exactly once, whatever Feishu re-sends) and answered by a
 worker (`answer`), in the language the command was asked in. Search answers only from the chat it was
-asked in: never another group's text.
+asked in (the local store, and the Notion databases that chat's results go to): never another group's text.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
         if not text:
             return {"message_id": payload["message_id"], "read": command.query}
     elif command.kind == "search":
-        hits = search_chat(settings, conn, "feishu", payload["chat_id"], command.query, RESULTS)
-        text = search_reply(command, hits)
+        found = search_chat(settings, conn, "feishu", payload["chat_id"], command.query, RESULTS, bot_id=bot.bot_id)
+        text = search_reply(command, found.hits, missed=bool(found.missed))
     else:
         text = help_reply(command.language)
     reply_id = api_for(bot, conn).reply(
@@ -132,17 +132,19 @@ def read_earlier(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], co
     return ""
 
 
-def search_reply(command: Command, hits: list[Any]) -> str:
+def search_reply(command: Command, hits: list[Any], missed: bool = False) -> str:
     zh = command.language == "zh"
+    partly = ("\n（Notion 暂时无法搜索，以上只是部分结果。）" if zh else "\n(Notion could not be searched just now: this may not be everything.)") if missed else ""
     if not hits:
-        return f"在本群没有找到与「{command.query}」相关的图片文字。" if zh else f'Nothing in this chat\'s pictures matches "{command.query}".'
+        nothing = f"在本群没有找到与「{command.query}」相关的图片文字。" if zh else f'Nothing in this chat\'s pictures matches "{command.query}".'
+        return nothing + partly
     lines = [f"在本群找到 {len(hits)} 条与「{command.query}」相关的结果：" if zh else f'{len(hits)} match(es) for "{command.query}" in this chat:']
     for number, hit in enumerate(hits, 1):
         lines.append(f"{number}. {snippet(hit.text, command.query)}")
         where = " · ".join(part for part in (hit.sender, hit.sent_at[:10]) if part)
         link = f" {hit.links[0]}" if hit.links else ""
         lines.append(f"   — {where}{link}")
-    return "\n".join(lines)
+    return "\n".join(lines) + partly
 
 
 def snippet(text: str, query: str) -> str:

@@ -11,8 +11,7 @@ import redis
 from fastapi import APIRouter, HTTPException, Path, Query, Request
 from fastapi.responses import Response
 
-from ocr_core.store import receipts
-from ocrhub.knowledge import links_of
+from ocr_core.store import links_of, receipts
 from ocrhub.observe import queue_depths, workers
 from ocrhub.requeue import failed_jobs, hand_back, last_errors
 from ocrhub.settings import Settings

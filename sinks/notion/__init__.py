@@ -28,7 +28,7 @@ from sinks.notion.api import Ambiguous, NotionApi, NotionRejected, make_client, 
 from sinks.notion.ids import compact, parse_object_id
 from sinks.notion.image import DEFAULT_LIMIT, Prepared, prepare
 from sinks.notion.page import BLOCKS_PER_REQUEST, check_template, image_block, paragraphs, properties, row_key
-from sinks.notion.schema import BY_KEY, Schema, check, column_names, find_data_source
+from sinks.notion.schema import BY_KEY, Schema, check, column_names, find_data_source, plain
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,41 @@ def _number(options: dict[str, str], name: str, default: float, low: float, high
     if not low <= value <= high:
         raise SinkConfigError(f"notion:// option {name}={raw!r} must be a number from {low:g} to {high:g}")
     return value
+
+
+SEARCH_WORDS = 10
+
+
+@dataclass(frozen=True)
+class FoundRow:
+    """A row as a search shows it."""
+
+    key: str  # the Message ID cell: "<message id>#<index>/<job id>"
+    text: str
+    sender: str
+    sent_at: str
+    url: str
+
+    @property
+    def job_id(self) -> str:
+        return self.key.rpartition("/")[2]
+
+
+def found_row(page: dict[str, Any], schema: Schema) -> FoundRow:
+    def cell(key: str) -> str:
+        if key not in schema.columns:
+            return ""
+        name, kind = schema.columns[key]
+        value = (page.get("properties") or {}).get(name) or {}
+        if kind in ("title", "rich_text"):
+            return plain(value.get(kind))
+        if kind == "select":
+            return str((value.get("select") or {}).get("name", ""))
+        if kind == "date":
+            return str((value.get("date") or {}).get("start", ""))
+        return ""
+
+    return FoundRow(cell("message_id"), cell("text"), cell("sender"), cell("time"), str(page.get("url") or ""))
 
 
 class NotionSink:
@@ -163,6 +198,26 @@ class NotionSink:
     def _marker(self, schema: Schema, key: str) -> str:
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         return f"ocrhub:notion:written:{compact(schema.data_source_id)}:{digest}"
+
+    def search_chat(self, chat_id: str, query: str, limit: int) -> list[FoundRow]:
+        """Rows of `chat_id` whose Text (its first 2000 characters) holds every word of `query`,
+        newest first. Nothing when the database has no Chat or Text column: a search could not be
+        kept to the one chat."""
+        schema = self._ready()
+        if "chat" not in schema.columns or "text" not in schema.columns:
+            return []
+        chat_name, chat_kind = schema.columns["chat"]
+        conditions = [{"property": chat_name, chat_kind: {"equals": chat_id}}]
+        conditions += [{"property": schema.name("text"), "rich_text": {"contains": word}} for word in query.split()[:SEARCH_WORDS]]
+        found = self.api.read(
+            "data_sources.query",
+            self.client.data_sources.query,
+            schema.data_source_id,
+            filter={"and": conditions},
+            sorts=[{"timestamp": "created_time", "direction": "descending"}],
+            page_size=max(1, min(limit, 100)),
+        )
+        return [found_row(page, schema) for page in found.get("results", []) if page.get("object") == "page" and not page.get("in_trash")]
 
     def _find(self, schema: Schema, key: str) -> dict[str, Any] | None:
         found = self.api.read(

@@ -7,6 +7,9 @@ Serves what ocrhub calls, as Feishu documents it:
   GET  /open-apis/im/v1/messages/{id}                         a message's type and content, as its event had them
   POST /open-apis/im/v1/messages/{id}/reply                    recorded; one message per uuid; 5/s per chat, then
                                                                HTTP 429, code 99991400 and x-ogw-ratelimit-reset
+  PATCH /open-apis/im/v1/messages/{id}                        replaces a card the same app sent, when both the old
+                                                               and the new card are shared (config.update_multi);
+                                                               5/s per message; the reply keeps its history
   POST /callback/ws/endpoint + a WebSocket server              the long connection lark.ws.Client opens
 Bad or expired tokens get code 99991663 (99991661 when missing).
 
@@ -21,7 +24,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -57,6 +60,7 @@ class Reply:
     in_thread: bool
     at: float
     body_bytes: int
+    updates: tuple[dict, ...] = ()  # earlier contents, oldest first, when the card was updated
 
     @property
     def text(self) -> str:
@@ -65,6 +69,20 @@ class Reply:
             found = _element(self.content, "ocr_text")
             return str(found["text"]["content"]) if found else ""
         return str(self.content.get("text", ""))
+
+    @property
+    def links(self) -> list[str]:
+        """The URLs a card's buttons open."""
+        return [b["default_url"] for b in _behaviors(self.content) if b.get("type") == "open_url"] if self.msg_type == "interactive" else []
+
+
+def _behaviors(node: Any) -> list[dict]:
+    if isinstance(node, dict):
+        found = [b for b in node.get("behaviors", []) if isinstance(b, dict)]
+        return found + [b for child in node.values() for b in _behaviors(child)]
+    if isinstance(node, list):
+        return [b for child in node for b in _behaviors(child)]
+    return []
 
 
 def _element(node: Any, element_id: str) -> dict | None:
@@ -115,6 +133,7 @@ class FeishuEmulator:
         self.failures: dict[tuple[str, str], tuple[int, str, int]] = {}
         self.throttles: dict[str, int] = defaultdict(int)
         self.sent_at: dict[str, deque[float]] = defaultdict(deque)
+        self.updated_at: dict[str, deque[float]] = defaultdict(deque)
         self.by_uuid: dict[tuple[str, str], tuple[float, dict]] = {}
         self.replies: list[Reply] = []
         self.counts: dict[str, int] = defaultdict(int)
@@ -424,6 +443,35 @@ class FeishuEmulator:
             self.by_uuid[(app.app_id, reply_uuid)] = (now, data)
         return 200, {"code": 0, "msg": "success", "data": data}, {}
 
+    def _update_card(self, app: App, message_id: str, raw: bytes) -> tuple[int, dict, dict]:
+        self.counts["update"] += 1
+        index = next((i for i, r in enumerate(self.replies) if r.message_id == message_id), None)
+        if index is None or self.replies[index].app_id != app.app_id:
+            return 400, {"code": 230001, "msg": f"Your request contains an invalid request parameter, ext=invalid message_id: {message_id}"}, {}
+        reply = self.replies[index]
+        if reply.msg_type != "interactive":
+            return 400, {"code": 230001, "msg": "Your request contains an invalid request parameter, ext=only cards can be updated"}, {}
+        window = self.updated_at[message_id]
+        now = time.monotonic()
+        while window and now - window[0] >= 1.0:
+            window.popleft()
+        if len(window) >= 5:
+            self.counts["rate_limited_update"] += 1
+            return 429, {"code": 230020, "msg": "This operation triggers the frequency limit."}, {"x-ogw-ratelimit-reset": str(self.reset_after)}
+        window.append(now)
+        try:
+            content = json.loads(json.loads(raw)["content"])
+        except (ValueError, KeyError, TypeError):
+            return 400, {"code": 230001, "msg": "Your request contains an invalid request parameter, ext=content"}, {}
+        if len(raw) > CARD_BODY_LIMIT:
+            return 400, {"code": 230025, "msg": "The length of the message content reaches its limit."}, {}
+        if not _valid_card(content):
+            return 400, {"code": 230099, "msg": "Failed to create card content, ext=ErrCode: 200621; ErrMsg: parse card json err"}, {}
+        if not (_shared(reply.content) and _shared(content)):
+            return 400, {"code": 230099, "msg": "Failed to update card content: update_multi must be true before and after the update"}, {}
+        self.replies[index] = replace(reply, content=content, updates=(*reply.updates, reply.content))
+        return 200, {"code": 0, "msg": "success", "data": {}}, {}
+
     def _ws_endpoint(self, body: dict) -> tuple[int, dict, dict]:
         app = self.apps.get(str(body.get("AppID", "")))
         if app is None or body.get("AppSecret") != app.app_secret:
@@ -452,6 +500,8 @@ class FeishuEmulator:
                     return self._reply(app, segments[4], raw)
                 if method == "GET" and len(segments) == 5:
                     return self._message(segments[4])
+                if method == "PATCH" and len(segments) == 5:
+                    return self._update_card(app, segments[4], raw)
         return 404, {"code": 404, "msg": f"the emulator does not serve {method} {parts.path}"}, {}
 
 
@@ -462,6 +512,10 @@ def _valid_card(card: Any) -> bool:
     elements = card.get("body", {}).get("elements") if isinstance(card.get("body"), dict) else None
     title = card.get("header", {}).get("title", {}) if isinstance(card.get("header"), dict) else {}
     return isinstance(elements, list) and bool(elements) and all(isinstance(e, dict) and e.get("tag") for e in elements) and isinstance(title, dict)
+
+
+def _shared(card: Any) -> bool:
+    return isinstance(card, dict) and isinstance(card.get("config"), dict) and card["config"].get("update_multi") is True
 
 
 def _json(raw: bytes) -> dict:
@@ -496,6 +550,9 @@ def _handler(emulator: FeishuEmulator) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:  # noqa: N802
             self._serve("POST")
+
+        def do_PATCH(self) -> None:  # noqa: N802
+            self._serve("PATCH")
 
         def log_message(self, format: str, *args: object) -> None:
             pass

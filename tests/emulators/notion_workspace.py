@@ -289,15 +289,21 @@ class Workspace:
         prop = source["properties"].get(name)
         if prop is None:
             raise invalid(f"Could not find property with name or id: {name}")
+        if "select" in flt and prop["type"] == "select":
+            chosen = (self.cell(page, name) or {}).get("name", "")
+            if "equals" in flt["select"]:
+                return chosen == flt["select"]["equals"]
+            raise invalid(f"Unsupported select filter condition {sorted(flt['select'])}.")
         kind = next((k for k in ("rich_text", "title") if k in flt), None)
         if kind is None or prop["type"] not in ("rich_text", "title"):
-            raise invalid(f"The emulator filters text properties with a rich_text or title condition only (got {sorted(flt)}).")
+            raise invalid(f"The emulator filters text properties with a rich_text or title condition, and selects with select, only (got {sorted(flt)}).")
         condition = flt[kind]
         text = self.cell(page, name) or ""
         if "equals" in condition:
             return text == condition["equals"]
         if "contains" in condition:
-            return condition["contains"] in text
+            # Notion matches text case-insensitively.
+            return condition["contains"].casefold() in text.casefold()
         if "is_empty" in condition:
             return not text
         raise invalid(f"Unsupported text filter condition {sorted(condition)}.")

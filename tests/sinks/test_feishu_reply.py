@@ -12,7 +12,8 @@ import pytest
 from ocr_core.errors import PermanentError
 from ocr_core.job import ImageJob, Line, OcrResult
 from sinks.base import SinkConfigError, SinkContext, SinkError, sink_from_url
-from sinks.feishu_reply import BODY_LIMIT, FeishuReplySink, reply_parts, split_text, wire_size
+from ocr_core import store
+from sinks.feishu_reply import BODY_LIMIT, FeishuReplySink, card_content, reply_parts, split_text, wire_size
 from tests.bots.feishu.fixtures import app, events, feishu, feishu_settings  # noqa: F401 - fixtures
 from tests.emulators.feishu import chat_id
 
@@ -119,6 +120,72 @@ def test_a_retried_delivery_never_posts_twice(sink, events, feishu, conn):
     sink.deliver(result, None)
     assert len(feishu.all_replies()) == 1 and feishu.count("reply_deduplicated") == 1
     assert feishu.all_replies()[0].uuid.startswith(result.job.job_id) and len(feishu.all_replies()[0].uuid) <= 50
+
+
+ROW = "https://www.notion.so/0123456789abcdef0123456789abcdef"
+
+
+def test_a_card_links_the_notion_row_written_before_it(sink, events, feishu, conn):
+    result = result_for(events.image(chat_id(), b"png"))
+    store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
+    store.note_receipt(conn, result.job.job_id, "local", "local store row 7", 60)
+    sink.deliver(result, None)
+    [reply] = feishu.all_replies()
+    assert reply.links == [ROW] and "Open in Notion" in json.dumps(reply.content)
+    sink.amend(result)
+    assert feishu.count("update") == 0, "nothing changed, nothing sent"
+
+
+def test_a_row_written_after_the_reply_is_added_to_the_posted_cards(sink, events, feishu, conn):
+    text = "\n".join(f"发票明细第{n}行 金额 1280.00 元" for n in range(1500))
+    result = result_for(events.image(chat_id(), b"png"), text)
+    sink.amend(result)  # before the reply: nothing to update yet
+    sink.deliver(result, None)
+    cards = feishu.all_replies()
+    assert len(cards) > 1 and all(r.links == [] for r in cards)
+    store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
+    sink.amend(result)
+    sink.amend(result)
+    updated = feishu.all_replies()
+    assert [r.message_id for r in updated] == [r.message_id for r in cards], "updated in place, nothing new posted"
+    assert all(r.links == [ROW] and len(r.updates) == 1 and r.text == c.text for r, c in zip(updated, cards))
+    assert feishu.count("update") == len(cards)
+
+
+def test_a_card_links_in_the_bots_language(set_env, feishu_settings, conn, events, feishu):
+    zh = set_env(feishu_language="zh")
+    result = result_for(events.image(chat_id(), b"png"))
+    store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
+    store.note_receipt(conn, result.job.job_id, "wiki", "posted https://wiki.example.com/p/1", 60)
+    FeishuReplySink.from_url(urlsplit("feishu-reply://"), SinkContext(zh, conn)).deliver(result, None)
+    [reply] = feishu.all_replies()
+    assert reply.links == [ROW, "https://wiki.example.com/p/1"]
+    assert "在 Notion 中打开" in json.dumps(reply.content, ensure_ascii=False) and "打开链接" in json.dumps(reply.content, ensure_ascii=False)
+
+
+def test_plain_text_replies_are_never_updated(feishu_settings, conn, events, feishu):
+    sink = FeishuReplySink.from_url(urlsplit("feishu-reply://?format=text"), SinkContext(feishu_settings, conn))
+    result = result_for(events.image(chat_id(), b"png"))
+    sink.deliver(result, None)
+    store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
+    sink.amend(result)
+    assert feishu.count("update") == 0 and feishu.all_replies()[0].text == "hello world"
+
+
+def test_the_emulator_updates_only_shared_cards_of_the_same_app(sink, events, feishu, conn):
+    from bots.feishu.api import FeishuPermanentError, api_for
+    from bots.feishu.bots import bot_in_force
+
+    result = result_for(events.image(chat_id(), b"png"))
+    sink.deliver(result, None)
+    [reply] = feishu.all_replies()
+    api = api_for(bot_in_force(sink.context.settings, conn, "default"), conn)
+    unshared = json.loads(card_content(result, "x"))
+    unshared["config"]["update_multi"] = False
+    with pytest.raises(FeishuPermanentError, match="update_multi"):
+        api.update_card(reply.message_id, json.dumps(unshared))
+    with pytest.raises(FeishuPermanentError, match="invalid message_id"):
+        api.update_card(result.job.message_id, card_content(result, "x"))
 
 
 def test_unreadable_image_gets_one_friendly_sentence_and_the_reason_in_small_print(sink, events, feishu):

@@ -3,11 +3,14 @@ burst worker → emulated Feishu, each question answered exactly once, never wit
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bots.feishu.commands import Command, parse_command, snippet
 from ocrhub.worker import build_worker
 from tests.emulators.feishu import chat_id
+from tests.emulators.notion import NotionEmulator
 from tests.imagegen import encode, text_image
 
 BOT = "ou_the_bot"
@@ -60,6 +63,29 @@ def test_search_answers_from_this_chat_only_and_once(webhook, events, feishu, co
     assert answer.text.startswith("在本群找到 1 条与「harbor」相关的结果")
     assert "harbor window 42" in answer.text.lower() and "secret" not in answer.text.lower()
     assert "ou_sender" in answer.text
+
+
+def test_search_finds_the_notion_rows_of_this_chat_and_links_them(webhook, events, feishu, conn, feishu_settings, set_env):
+    with NotionEmulator() as notion:
+        database_id, source_id = notion.workspace.add_database()
+        # No local store: the team keeps its knowledge base in Notion only.
+        settings = set_env(sinks=json.dumps({"kb": notion.sink_url(database_id)}), routes=json.dumps({"feishu:*": ["feishu-reply", "kb"]}))
+        url = f"{webhook}/feishu/events"
+        ours, theirs = chat_id(), chat_id()
+        posted = events.image(ours, picture("harbor window 42"))
+        for payload in (posted, events.image(theirs, picture("harbor secret 99"))):
+            events.deliver(url, payload)
+        work(conn, settings)
+        rows = {notion.workspace.cell(row, "Chat"): f"https://www.notion.so/{row['id'].replace('-', '')}" for row in notion.workspace.rows(source_id)}
+        [card] = feishu.replies_to(posted["event"]["message"]["message_id"])
+        assert card.links == [rows[ours]], "the card links the row written for it"
+        question = events.text(ours, "@_user_1 search HARBOR", mentions=(BOT,))
+        events.deliver(url, question)
+        work(conn, settings)
+    [answer] = feishu.replies_to(question["event"]["message"]["message_id"])
+    assert answer.text.startswith('1 match(es) for "HARBOR" in this chat:')
+    assert "harbor window 42" in answer.text.lower() and rows[ours] in answer.text
+    assert "secret" not in answer.text.lower() and rows[theirs] not in answer.text
 
 
 def test_nothing_found_and_help_are_answered_in_the_language_asked(webhook, events, feishu, conn, feishu_settings):
