@@ -29,6 +29,8 @@ from bots.feishu.bots import FeishuBot
 from bots.feishu.tokens import TenantTokens
 from ocr_core.errors import PermanentError, TransientError
 
+# The app lacks a scope (or a permission the call needs).
+SCOPE_CODES = frozenset({99991672, 99991679, 230027})
 # Codes that mean "this token is no good": fetch a new one and try once more.
 TOKEN_CODES = frozenset({99991661, 99991663, 99991664, 99991665, 99991668, 99991671, 99991677})
 RATE_LIMIT_CODES = frozenset({99991400, 230020})
@@ -57,6 +59,10 @@ class FeishuTransientError(TransientError):
 
 class FeishuPermanentError(PermanentError):
     """Feishu refused the call for a reason retrying cannot fix; the message says what to change."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class FeishuApi:
@@ -221,7 +227,7 @@ def _error(what: str, status: int, code: int | None, msg: str, headers: dict[str
     if code is None or status >= 500:
         return FeishuTransientError(f"Feishu could not {what}: {detail}")
     hint = HINTS.get(code, "")
-    return FeishuPermanentError(f"Feishu refused to {what}: {detail}" + (f"; {hint}" if hint else ""))
+    return FeishuPermanentError(f"Feishu refused to {what}: {detail}" + (f"; {hint}" if hint else ""), code)
 
 
 _apis: dict[tuple[FeishuBot, int], FeishuApi] = {}

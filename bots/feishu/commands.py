@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 from rq import get_current_job
 
 from ocrhub.settings import get_settings
+
+log = logging.getLogger("ocrhub.feishu")
 
 MENTION = re.compile(r"@_user_\d+|@_all")
 HELP = {"help": "en", "/help": "en", "?": "en", "帮助": "zh", "？": "zh", "怎么用": "zh"}
@@ -101,13 +104,23 @@ def read_earlier(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], co
     the words to answer the asker with instead, when there is nothing new to read."""
     from rq.job import Job
 
-    from bots.feishu.api import api_for
+    from bots.feishu.api import SCOPE_CODES, FeishuPermanentError, api_for
     from bots.feishu.events import MalformedEvent, resources_of
     from ocr_core.job import ImageJob
     from ocr_core.queue import enqueue_image, ocr_job_id
 
     zh = command.language == "zh"
-    msg_type, content, chat, poster = api_for(bot, conn).message(command.query)
+    try:
+        msg_type, content, chat, poster = api_for(bot, conn).message(command.query)
+    except FeishuPermanentError as exc:
+        log.warning("feishu bot %s could not open message %s to read it: %s", bot.bot_id, command.query, exc)
+        if exc.code in SCOPE_CODES:
+            return (
+                "我看不到群里之前的消息：需要管理员为应用开通「获取群组中所有消息」（im:message.group_msg）权限。"
+                if zh else "I cannot open earlier messages of this group: an admin must grant the app the scope "
+                "\"Read all messages in groups\" (im:message.group_msg)."
+            )  # fmt: skip
+        return "打不开你回复的那条消息（可能已被撤回）。" if zh else "I could not open the message you replied to (it may have been recalled)."
     try:
         keys, file_name = resources_of(msg_type, content)
     except MalformedEvent:

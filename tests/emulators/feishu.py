@@ -46,6 +46,8 @@ class App:
     app_secret: str = field(repr=False)
     encrypt_key: str = field(default="", repr=False)
     verification_token: str = field(default="", repr=False)
+    # Granted scopes that change what the emulator serves: message.get of a group message needs this one.
+    group_msg: bool = True
 
 
 @dataclass(frozen=True)
@@ -192,11 +194,16 @@ class FeishuEmulator:
 
     # -- what tests set up and look at -----------------------------------------------------------
 
-    def add_app(self, app_id: str = "", app_secret: str = "", encrypt_key: str = "", verification_token: str = "") -> App:
-        app = App(app_id or f"cli_{secrets.token_hex(8)}", app_secret or secrets.token_urlsafe(24), encrypt_key, verification_token)
+    def add_app(self, app_id: str = "", app_secret: str = "", encrypt_key: str = "", verification_token: str = "", group_msg: bool = True) -> App:
+        app = App(app_id or f"cli_{secrets.token_hex(8)}", app_secret or secrets.token_urlsafe(24), encrypt_key, verification_token, group_msg)
         with self.lock:
             self.apps[app.app_id] = app
         return app
+
+    def grant_group_msg(self, app_id: str, granted: bool) -> None:
+        """Grant or withdraw the app's im:message.group_msg scope."""
+        with self.lock:
+            self.apps[app_id] = replace(self.apps[app_id], group_msg=granted)
 
     def add_message(self, chat_id: str, images: dict[str, bytes], message_id: str = "", files: dict[str, bytes] | None = None) -> str:
         message_id = message_id or f"om_{uuid.uuid4().hex}"
@@ -375,8 +382,11 @@ class FeishuEmulator:
         )  # fmt: skip
         return 200, data, {"Content-Type": kind, "Content-Disposition": f'attachment; filename="{key}"'}
 
-    def _message(self, message_id: str) -> tuple[int, dict, dict]:
+    def _message(self, app: App, message_id: str) -> tuple[int, dict, dict]:
         self.counts["message"] += 1
+        if not app.group_msg:
+            # As an app, reading a group's message needs "Read all messages in groups" besides im:message.
+            return 400, {"code": 99991672, "msg": "Access denied. One of the following scopes is required: [im:message.group_msg]."}, {}
         message = self.messages.get(message_id)
         if message is None or not message.msg_type:
             return 400, {"code": 230001, "msg": f"Your request contains an invalid request parameter, ext=invalid message_id: {message_id}"}, {}
@@ -499,7 +509,7 @@ class FeishuEmulator:
                 if method == "POST" and len(segments) == 6 and segments[5] == "reply":
                     return self._reply(app, segments[4], raw)
                 if method == "GET" and len(segments) == 5:
-                    return self._message(segments[4])
+                    return self._message(app, segments[4])
                 if method == "PATCH" and len(segments) == 5:
                     return self._update_card(app, segments[4], raw)
         return 404, {"code": 404, "msg": f"the emulator does not serve {method} {parts.path}"}, {}

@@ -153,3 +153,16 @@ def test_replying_to_a_message_without_a_picture_says_so(mention_only, events, f
     work(conn, settings)
     [told] = feishu.replies_to(ask["event"]["message"]["message_id"])
     assert told.text == "回复的那条消息里没有可识别的图片或文件。"
+
+
+def test_without_the_group_msg_scope_the_asker_is_told_which_scope_to_grant(mention_only, events, feishu, conn, app):
+    url, settings = mention_only
+    feishu.grant_group_msg(app.app_id, False)
+    group = chat_id()
+    picture_message = events.image(group, picture("harbor window 42"))
+    ask = events.text(group, "@_user_1 read this", mentions=(BOT,), parent_id=picture_message["event"]["message"]["message_id"])
+    assert events.deliver(url, ask).json()["status"] == "queued"
+    work(conn, settings)
+    [told] = feishu.replies_to(ask["event"]["message"]["message_id"])
+    assert "im:message.group_msg" in told.text and told.text.startswith("I cannot open earlier messages")
+    assert feishu.replies_to(picture_message["event"]["message"]["message_id"]) == []
