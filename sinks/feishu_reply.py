@@ -22,13 +22,13 @@ from urllib.parse import SplitResult, parse_qs
 import redis
 
 from bots.feishu.bots import bot_in_force, registry
+from bots.feishu.cards import text_card
 from ocr_core.errors import TransientError
 from ocr_core.job import OcrResult
 from ocr_core.limits import LimitExceeded
 from ocr_core.limits.window import SlidingWindow
 from ocr_core.store import links_of, receipts
 from sinks.base import SinkConfigError, SinkContext, SinkError
-from sinks.feishu_card import card
 from sinks.feishu_words import failure, link_label, words
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
@@ -185,7 +185,7 @@ def card_content(result: OcrResult, text: str, language: str = "en", links: list
         meta = " · ".join(part for part in (result.engine, f"{seconds:.1f} s" if seconds else "") if part)
     title = said["title.failed"] if result.error else said["title.ok"]
     buttons = tuple((link_label(url, language), url) for url in links or ())
-    shape = card(text, title=title, meta=meta, full_text_label=said["full"], template="red" if result.error else "blue", links=buttons)
+    shape = text_card(text, title=title, meta=meta, full_text_label=said["full"], template="red" if result.error else "blue", links=buttons)
     return json.dumps(shape, ensure_ascii=False)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from rq import get_current_job
 
+from bots.feishu.cards import Match, search_card
 from ocrhub.settings import get_settings
 
 log = logging.getLogger("ocrhub.feishu")
@@ -75,7 +76,6 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
     """RQ entry point, enqueued as "bots.feishu.commands.answer" by the intake: reply to the command."""
     from bots.feishu.api import api_for
     from bots.feishu.bots import bot_in_force
-    from ocrhub.knowledge import search_chat
 
     rq_job = get_current_job()
     if rq_job is None:
@@ -83,20 +83,33 @@ def answer(payload: dict[str, Any]) -> dict[str, Any]:
     conn, settings = rq_job.connection, get_settings()
     command = Command(payload["kind"], payload["query"], payload["language"])
     bot = bot_in_force(settings, conn, payload["bot_id"])
-    if command.kind == "read":
-        text = read_earlier(conn, settings, bot, payload, command)
-        if not text:
-            return {"message_id": payload["message_id"], "read": command.query}
-    elif command.kind == "search":
-        found = search_chat(settings, conn, "feishu", payload["chat_id"], command.query, RESULTS, bot_id=bot.bot_id)
-        text = search_reply(command, found.hits, missed=bool(found.missed))
-    else:
-        text = help_reply(command.language)
+    answer_message = compose(conn, settings, bot, payload, command)
+    if answer_message is None:
+        return {"message_id": payload["message_id"], "read": command.query}
     reply_id = api_for(bot, conn).reply(
-        payload["message_id"], "text", json.dumps({"text": text}, ensure_ascii=False),
+        payload["message_id"], *answer_message,
         uuid=answer_job_id(bot.bot_id, payload["message_id"])[-32:], in_thread=bot.reply_in_thread,
     )  # fmt: skip
     return {"message_id": payload["message_id"], "reply": reply_id, "kind": command.kind}
+
+
+def compose(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], command: Command) -> tuple[str, str] | None:
+    """The answer as (msg_type, content); None when the pictures asked about were queued to be read
+    (their replies are the answer)."""
+    from ocrhub.knowledge import search_chat
+
+    if command.kind == "read":
+        text = read_earlier(conn, settings, bot, payload, command)
+        if not text:
+            return None
+    elif command.kind == "search":
+        found = search_chat(settings, conn, "feishu", payload["chat_id"], command.query, RESULTS, bot_id=bot.bot_id)
+        if settings.feishu_reply_format == "card":
+            return "interactive", json.dumps(search_reply_card(command, found.hits, missed=bool(found.missed)), ensure_ascii=False)
+        text = search_reply(command, found.hits, missed=bool(found.missed))
+    else:
+        text = help_reply(command.language)
+    return "text", json.dumps({"text": text}, ensure_ascii=False)
 
 
 def read_earlier(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], command: Command) -> str:
@@ -145,13 +158,34 @@ def read_earlier(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], co
     return ""
 
 
-def search_reply(command: Command, hits: list[Any], missed: bool = False) -> str:
+def search_reply_card(command: Command, hits: list[Any], missed: bool = False) -> dict[str, Any]:
+    """The answer as a card: each sender by name (a person element), each Notion row as a button."""
+    label = "在 Notion 中打开" if command.language == "zh" else "Open in Notion"
+    matches = [
+        Match(snippet(hit.text, command.query), hit.sender, hit.sent_at[:10], (label, hit.links[0]) if hit.links else None) for hit in hits
+    ]
+    retry = ("换个关键词试试。" if command.language == "zh" else "Try other words.") if not hits else ""
+    return search_card(_headline(command, len(hits)), matches, _partly(command, missed) or retry)
+
+
+def _headline(command: Command, found: int) -> str:
     zh = command.language == "zh"
-    partly = ("\n（Notion 暂时无法搜索，以上只是部分结果。）" if zh else "\n(Notion could not be searched just now: this may not be everything.)") if missed else ""
+    if not found:
+        return f"在本群没有找到与「{command.query}」相关的图片文字。" if zh else f'Nothing in this chat\'s pictures matches "{command.query}".'
+    return f"在本群找到 {found} 条与「{command.query}」相关的结果：" if zh else f'{found} match(es) for "{command.query}" in this chat:'
+
+
+def _partly(command: Command, missed: bool) -> str:
+    if not missed:
+        return ""
+    return "（Notion 暂时无法搜索，以上只是部分结果。）" if command.language == "zh" else "(Notion could not be searched just now: this may not be everything.)"
+
+
+def search_reply(command: Command, hits: list[Any], missed: bool = False) -> str:
+    partly = "\n" + _partly(command, missed) if missed else ""
     if not hits:
-        nothing = f"在本群没有找到与「{command.query}」相关的图片文字。" if zh else f'Nothing in this chat\'s pictures matches "{command.query}".'
-        return nothing + partly
-    lines = [f"在本群找到 {len(hits)} 条与「{command.query}」相关的结果：" if zh else f'{len(hits)} match(es) for "{command.query}" in this chat:']
+        return _headline(command, 0) + partly
+    lines = [_headline(command, len(hits))]
     for number, hit in enumerate(hits, 1):
         lines.append(f"{number}. {snippet(hit.text, command.query)}")
         where = " · ".join(part for part in (hit.sender, hit.sent_at[:10]) if part)

@@ -66,16 +66,35 @@ class Reply:
 
     @property
     def text(self) -> str:
-        """A text reply's text; a card's whole text (its `ocr_text` element)."""
+        """A text reply's text; a card's whole text (its `ocr_text` element), or else every plain
+        text of the card, its title first, a line each."""
         if self.msg_type == "interactive":
             found = _element(self.content, "ocr_text")
-            return str(found["text"]["content"]) if found else ""
+            return str(found["text"]["content"]) if found else "\n".join(_plain_texts(self.content))
         return str(self.content.get("text", ""))
+
+    @property
+    def persons(self) -> list[str]:
+        """The users a card shows by name (person elements)."""
+        return [node["user_id"] for node in _nodes(self.content) if node.get("tag") == "person"]
 
     @property
     def links(self) -> list[str]:
         """The URLs a card's buttons open."""
         return [b["default_url"] for b in _behaviors(self.content) if b.get("type") == "open_url"] if self.msg_type == "interactive" else []
+
+
+def _nodes(node: Any) -> list[dict]:
+    """Every object in a card, depth first, in document order."""
+    if isinstance(node, dict):
+        return [node] + [n for child in node.values() for n in _nodes(child)]
+    if isinstance(node, list):
+        return [n for child in node for n in _nodes(child)]
+    return []
+
+
+def _plain_texts(card: dict) -> list[str]:
+    return [str(n.get("content", "")) for n in _nodes(card) if n.get("tag") == "plain_text"]
 
 
 def _behaviors(node: Any) -> list[dict]:

@@ -60,9 +60,23 @@ def test_search_answers_from_this_chat_only_and_once(webhook, events, feishu, co
         assert events.deliver(url, question).json()["status"] in ("queued", "duplicate")
     work(conn, feishu_settings)
     [answer] = feishu.replies_to(question["event"]["message"]["message_id"])
-    assert answer.text.startswith("在本群找到 1 条与「harbor」相关的结果")
+    assert answer.msg_type == "interactive" and answer.text.startswith("在本群找到 1 条与「harbor」相关的结果")
     assert "harbor window 42" in answer.text.lower() and "secret" not in answer.text.lower()
-    assert "ou_sender" in answer.text
+    assert answer.persons == ["ou_sender"], "the sender shown by name, not pinged"
+
+
+def test_search_answers_in_plain_text_by_setting(webhook, events, feishu, conn, feishu_settings, set_env):
+    settings = set_env(feishu_reply_format="text")
+    url = f"{webhook}/feishu/events"
+    group = chat_id()
+    events.deliver(url, events.image(group, picture("harbor window 42")))
+    work(conn, settings)
+    question = events.text(group, "@_user_1 search harbor", mentions=(BOT,))
+    events.deliver(url, question)
+    work(conn, settings)
+    [answer] = feishu.replies_to(question["event"]["message"]["message_id"])
+    assert answer.msg_type == "text" and answer.text.startswith('1 match(es) for "harbor" in this chat:')
+    assert "harbor window 42" in answer.text.lower() and "ou_sender" in answer.text
 
 
 def test_search_finds_the_notion_rows_of_this_chat_and_links_them(webhook, events, feishu, conn, feishu_settings, set_env):
@@ -84,8 +98,8 @@ def test_search_finds_the_notion_rows_of_this_chat_and_links_them(webhook, event
         work(conn, settings)
     [answer] = feishu.replies_to(question["event"]["message"]["message_id"])
     assert answer.text.startswith('1 match(es) for "HARBOR" in this chat:')
-    assert "harbor window 42" in answer.text.lower() and rows[ours] in answer.text
-    assert "secret" not in answer.text.lower() and rows[theirs] not in answer.text
+    assert "harbor window 42" in answer.text.lower() and answer.links == [rows[ours]]
+    assert "secret" not in answer.text.lower()
 
 
 def test_nothing_found_and_help_are_answered_in_the_language_asked(webhook, events, feishu, conn, feishu_settings):
@@ -97,7 +111,7 @@ def test_nothing_found_and_help_are_answered_in_the_language_asked(webhook, even
         assert events.deliver(url, payload).json()["status"] == "queued"
     work(conn, feishu_settings)
     [nothing] = feishu.replies_to(missing["event"]["message"]["message_id"])
-    assert nothing.text == "Nothing in this chat's pictures matches \"zeppelin\"."
+    assert nothing.text == "Nothing in this chat's pictures matches \"zeppelin\".\nTry other words."
     [manual] = feishu.replies_to(helping["event"]["message"]["message_id"])
     assert "@我 搜索 关键词" in manual.text
 
