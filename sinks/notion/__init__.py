@@ -27,7 +27,7 @@ from sinks.base import SinkConfigError, SinkContext, SinkError
 from sinks.notion.api import Ambiguous, NotionApi, NotionRejected, make_client, shared_budget
 from sinks.notion.ids import compact, parse_object_id
 from sinks.notion.image import DEFAULT_LIMIT, Prepared, prepare
-from sinks.notion.page import BLOCKS_PER_REQUEST, check_template, image_block, paragraphs, properties, row_key
+from sinks.notion.page import BLOCKS_PER_REQUEST, FILE_BLOCKS, check_template, image_block, paragraphs, properties, row_key
 from sinks.notion.schema import BY_KEY, Schema, check, column_names, find_data_source, plain
 
 log = logging.getLogger(__name__)
@@ -243,7 +243,7 @@ class NotionSink:
         for _ in range(ATTEMPTS):
             if prepared.data is not None and upload is None:
                 upload = self._upload(prepared)
-            head = ([image_block(upload[0])] if upload else []) + body[: BLOCKS_PER_REQUEST - (1 if upload else 0)]
+            head = ([image_block(upload[0], prepared.content_type)] if upload else []) + body[: BLOCKS_PER_REQUEST - (1 if upload else 0)]
             try:
                 page = self.api.write(
                     "pages.create",
@@ -328,5 +328,5 @@ class NotionSink:
             cursor = listed.get("next_cursor")
             if not listed.get("has_more") or not cursor:
                 break
-        # The image block, when there is one, is always the first child the sink wrote.
-        return count - (1 if first_type == "image" else 0)
+        # The original's block, when there is one, is always the first child the sink wrote.
+        return count - (1 if first_type in FILE_BLOCKS else 0)

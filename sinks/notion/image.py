@@ -1,4 +1,5 @@
-"""The original image, as Notion will take it: a format Notion shows, no larger than the workspace allows."""
+"""The original image, as Notion will take it: a format Notion shows, no larger than the workspace
+allows. A PDF (sent as a Feishu file, or uploaded) goes up as it is, when it fits."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ SINGLE_PART_LIMIT = 20 * 1024 * 1024
 # The Free plan's limit, used when users.me does not say.
 DEFAULT_LIMIT = 5 * 1024 * 1024
 JPEG_QUALITY = 85
+PDF = "application/pdf"
 MIN_SIDE = 64
 
 
@@ -48,6 +50,10 @@ def sniff(data: bytes) -> tuple[str, str] | None:
 def prepare(data: bytes, limit: int, stem: str, *, max_pixels: int) -> Prepared:
     limit = min(limit, SINGLE_PART_LIMIT)
     stem = re.sub(r"[^\w.-]+", "_", stem)[:100] or "image"
+    if data.startswith(b"%PDF-"):
+        if len(data) <= limit:
+            return Prepared(data, PDF, f"{stem}.pdf")
+        return Prepared(None, note=f"PDF not attached: its {len(data)} bytes are over the workspace's {limit}-byte upload limit")
     kind = sniff(data)
     if kind is not None and len(data) <= limit:
         return Prepared(data, kind[0], f"{stem}.{kind[1]}")

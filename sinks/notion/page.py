@@ -64,8 +64,13 @@ def paragraphs(text: str) -> list[dict[str, Any]]:
     return blocks
 
 
-def image_block(upload_id: str) -> dict[str, Any]:
-    return {"object": "block", "type": "image", "image": {"type": "file_upload", "file_upload": {"id": upload_id}}}
+FILE_BLOCKS = ("image", "pdf")  # the block the original goes into, always the page's first
+
+
+def image_block(upload_id: str, content_type: str = "") -> dict[str, Any]:
+    """The original shown at the top of the page: an image, or a PDF viewer for a PDF."""
+    kind = "pdf" if content_type == "application/pdf" else "image"
+    return {"object": "block", "type": kind, kind: {"type": "file_upload", "file_upload": {"id": upload_id}}}
 
 
 def batches(blocks: list[dict[str, Any]], size: int = BLOCKS_PER_REQUEST) -> list[list[dict[str, Any]]]:

@@ -135,15 +135,18 @@ def blocks(children: Any, path: str, attach: Attach) -> list[dict[str, Any]]:
             if block[kind].get("children"):
                 raise invalid(f"{where}: the emulator takes no nested children.")
             content: dict[str, Any] = {"rich_text": rich(block[kind].get("rich_text"), f"{where}.{kind}.rich_text")}
-        elif kind == "image":
-            image = block["image"]
+        elif kind in ("image", "pdf"):
+            image = block[kind]
             if image.get("type") == "file_upload":
                 upload = attach(image.get("file_upload", {}).get("id", ""), where)
+                wanted = "application/pdf" if kind == "pdf" else "image/"
+                if not str(upload.get("content_type") or "").startswith(wanted):
+                    raise invalid(f"{where}: a {kind} block cannot show a file of type {upload.get('content_type')}.")
                 content = {"type": "file", "file": {"url": f"https://files.emulated/{upload['id']}/{upload['filename']}"}, "caption": []}
             elif image.get("type") == "external":
                 content = {"type": "external", "external": image["external"], "caption": []}
             else:
-                raise invalid(f"{where}.image.type should be file_upload or external.")
+                raise invalid(f"{where}.{kind}.type should be file_upload or external.")
         else:
             raise invalid(f"{where}.type {kind!r} is not supported by the emulator.")
         out.append({"object": "block", "id": str(uuid.uuid4()), "type": kind, kind: content, "has_children": False})

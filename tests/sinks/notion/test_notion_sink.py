@@ -88,6 +88,42 @@ def test_one_row_with_every_property_the_full_body_and_the_image(notion: NotionE
     assert {c.version for c in notion.calls} == {"2025-09-03"}
 
 
+def a_pdf(pages: int = 2) -> bytes:
+    out = io.BytesIO()
+    sheets = [Image.new("RGB", (300, 400), "white") for _ in range(pages)]
+    sheets[0].save(out, "PDF", save_all=True, append_images=sheets[1:])
+    return out.getvalue()
+
+
+def test_a_pdf_goes_up_as_it_is_and_shows_in_a_pdf_block(notion: NotionEmulator, settings: Settings, conn: redis.Redis) -> None:
+    database_id, source_id = notion.workspace.add_database()
+    sink = sink_for(notion, database_id, settings, conn)
+    result = ocr_result(3, "Invoice 1042\npage two\npage three", resource="file", name="invoice.pdf")
+    sink.deliver(result, a_pdf())
+    [row] = notion.workspace.rows(source_id)
+    [attached] = notion.workspace.cell(row, "Image")
+    assert attached["name"] == "om_3-0.pdf"
+    blocks = notion.workspace.blocks(row["id"])
+    assert blocks[0]["type"] == "pdf" and notion.workspace.body_text(row["id"]) == "Invoice 1042\npage two\npage three"
+    [upload] = notion.workspace.uploads.values()
+    assert upload["data"] == a_pdf() and upload["content_type"] == "application/pdf"
+    # A retry after the page was written counts the body past the PDF block, and adds nothing.
+    for key in conn.scan_iter("ocrhub:notion:written:*"):
+        conn.delete(key)
+    sink.deliver(result, a_pdf())
+    assert len(notion.workspace.blocks(row["id"])) == len(blocks) and notion.count("pages.create") == 1
+
+
+def test_a_pdf_over_the_upload_limit_leaves_a_row_without_it(notion: NotionEmulator, settings: Settings, conn: redis.Redis) -> None:
+    database_id, source_id = notion.workspace.add_database()
+    notion.workspace.max_upload_bytes = 100  # a workspace that takes nothing bigger
+    sink = sink_for(notion, database_id, settings, conn)
+    where = sink.deliver(ocr_result(4, "Invoice 7", resource="file", name="big.pdf"), a_pdf())
+    [row] = notion.workspace.rows(source_id)
+    assert "PDF not attached" in where and not notion.workspace.cell(row, "Image")
+    assert [b["type"] for b in notion.workspace.blocks(row["id"])] == ["paragraph"]
+
+
 def test_delivering_again_adds_nothing(notion: NotionEmulator, settings: Settings, conn: redis.Redis) -> None:
     database_id, source_id = notion.workspace.add_database()
     sink = sink_for(notion, database_id, settings, conn)
