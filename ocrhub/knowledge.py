@@ -13,10 +13,10 @@ import redis
 from ocr_core.errors import PermanentError, TransientError
 from ocr_core.job import ImageJob
 from ocr_core.routes import sinks_for
-from ocr_core.store import links_of, receipts
+from ocr_core.store import receipts
 from ocrhub.live_config import live_settings
 from ocrhub.settings import Settings
-from sinks.base import SinkConfigError, SinkContext, get_sink
+from sinks.base import SinkConfigError, SinkContext, chat_links, get_sink
 from sinks.local import LocalStore
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,8 @@ def search_chat(settings: Settings, conn: redis.Redis, platform: str, chat_id: s
     store = LocalStore(settings.data_dir / "results.sqlite3")
     rows = store.search(query, limit=limit, platform=platform, chat_id=chat_id)
     delivered = receipts(conn, [row.job_id for row in rows])
-    hits = {
-        row.job_id: Hit(row.job_id, row.text, row.sender, row.sent_at, tuple(link for _sink, link in links_of(delivered.get(row.job_id, {}))))
-        for row in rows
-    }
+    live = live_settings(settings, conn)
+    hits = {row.job_id: Hit(row.job_id, row.text, row.sender, row.sent_at, tuple(chat_links(delivered.get(row.job_id, {}), live))) for row in rows}
     missed = []
     for name, sink in _searchable(settings, conn, platform, bot_id, chat_id):
         try:

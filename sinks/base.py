@@ -13,6 +13,7 @@ import redis
 
 from ocr_core.errors import PermanentError, TransientError
 from ocr_core.job import OcrResult
+from ocr_core.store import links_of
 from ocrhub.settings import Settings, mask_url
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ SCHEMES: dict[str, str] = {
     "notion": "sinks.notion:NotionSink",
 }
 
+# Sinks whose receipts link a place the team browses (a Notion row): only these links are shown in
+# a chat. Another sink's receipt may hold a URL that must stay private (a webhook's, say).
+LINKS_SHOWN_IN_CHAT = frozenset({"notion"})
+
 # Sink names usable in routes without configuring anything.
 BUILTIN_SINKS: dict[str, str] = {
     "local": "local://",
@@ -86,6 +91,19 @@ def sink_url_for(name: str, settings: Settings) -> str:
     if "://" in name:
         return name
     raise SinkConfigError(f"no sink named {name!r}: define it in OCRHUB_SINKS (known: {sorted(set(settings.sinks) | set(BUILTIN_SINKS))})")
+
+
+def chat_links(receipts_by_sink: dict[str, str], settings: Settings) -> list[str]:
+    """The links of a job's receipts fit to show in its chat, by sink name, each once."""
+    shown = []
+    for name, link in links_of(receipts_by_sink):
+        try:
+            scheme = urlsplit(sink_url_for(name, settings)).scheme
+        except SinkConfigError:
+            continue  # a sink since removed: nothing says its link may be shown
+        if scheme in LINKS_SHOWN_IN_CHAT and link not in shown:
+            shown.append(link)
+    return shown
 
 
 def sink_from_url(url: str, context: SinkContext) -> Sink:

@@ -71,8 +71,12 @@ def bring_up_to_date(conn: redis.Redis, settings: Settings, result: OcrResult) -
     for name in store.receipts(conn, [job_id]).get(job_id, {}):
         try:
             amend = getattr(get_sink(name, context), "amend", None)
-            if amend is not None:
-                amend(result)
+        except SinkConfigError:
+            continue  # a sink since removed from the configuration
+        if amend is None:
+            continue
+        try:
+            amend(result)
         except Exception as exc:  # noqa: BLE001 - a link missing from a card must not fail a delivery
             log.warning("sink %r could not show where job %s also went: %s", name, job_id, exc)
 

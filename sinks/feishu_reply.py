@@ -7,7 +7,7 @@ replies in plain text instead of a message card (unset follows OCRHUB_FEISHU_REP
 Exactly once: every part carries a uuid derived from the job, so Feishu itself drops a repeat
 within an hour, and each posted part is remembered in Redis so a retry days later skips it.
 
-A card links the Notion row (any https place another sink reported) when it is known as the reply
+A card links the Notion row (see sinks.base.chat_links) when it is known as the reply
 goes out; one written later is added to the posted card by `amend`, which the delivery job calls
 after every delivery of the job, so whichever of the two finishes last brings the card up to date.
 """
@@ -27,8 +27,9 @@ from ocr_core.errors import TransientError
 from ocr_core.job import OcrResult
 from ocr_core.limits import LimitExceeded
 from ocr_core.limits.window import SlidingWindow
-from ocr_core.store import links_of, receipts
-from sinks.base import SinkConfigError, SinkContext, SinkError
+from ocr_core.store import receipts
+from ocrhub.settings import Settings
+from sinks.base import SinkConfigError, SinkContext, SinkError, chat_links
 from sinks.feishu_words import failure, link_label, words
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
@@ -94,7 +95,7 @@ class FeishuReplySink:
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
         parts = list(reply_parts(result, CARD_TEXT_LIMIT if self.reply_format == "card" else BODY_LIMIT, bot.language))
         chat = f"{bot.bot_id}:{job.chat_id}"
-        links = elsewhere(conn, job.job_id)
+        links = elsewhere(conn, settings, job.job_id)
         posted = []
         for index, text in enumerate(parts):
             marker = part_key(job.job_id, index)
@@ -131,7 +132,7 @@ class FeishuReplySink:
         shown = conn.get(shown_key(job.job_id))
         if job.platform != "feishu" or shown is None:
             return  # not a card, or not posted yet: the reply will show the links itself
-        links = elsewhere(conn, job.job_id)
+        links = elsewhere(conn, settings, job.job_id)
         if links == json.loads(shown):
             return
         from bots.feishu.api import api_for
@@ -159,9 +160,9 @@ def shown_key(job_id: str) -> str:
     return f"{PREFIX}:{job_id}:links"
 
 
-def elsewhere(conn: redis.Redis, job_id: str) -> list[str]:
-    """The https places other sinks delivered this job to (the Notion row), by sink name."""
-    return list(dict.fromkeys(url for _sink, url in links_of(receipts(conn, [job_id]).get(job_id, {}))))
+def elsewhere(conn: redis.Redis, settings: Settings, job_id: str) -> list[str]:
+    """Where else this job went that the chat may see (the Notion row)."""
+    return chat_links(receipts(conn, [job_id]).get(job_id, {}), settings)
 
 
 def reply_uuid(job_id: str, part: int) -> str:

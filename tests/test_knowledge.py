@@ -105,3 +105,14 @@ def test_notion_down_still_answers_from_the_local_store_and_says_so(notion, set_
     notion.fail("data_sources.query", 503, times=20)
     found = search_chat(settings, conn, "feishu", TEAM, "invoice", 5)
     assert [hit.job_id for hit in found.hits] == [local.job.job_id] and found.missed == ["kb"]
+
+
+def test_only_notion_links_reach_the_chat(notion, set_env, conn):
+    database_id, _source = notion.workspace.add_database()
+    settings = routed(set_env, notion, database_id)
+    settings = set_env(sinks=json.dumps({**settings.sinks, "hook": "local:///tmp/elsewhere.sqlite3"}))
+    local = result(TEAM, 1, "invoice 42", 1)
+    to_local(settings, local)
+    store.note_receipt(conn, local.job.job_id, "hook", "posted to https://hooks.example.com/T0KEN", 60)
+    [hit] = search_chat(settings, conn, "feishu", TEAM, "invoice", 5).hits
+    assert hit.links == ()

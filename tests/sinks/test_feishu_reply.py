@@ -123,20 +123,33 @@ def test_a_retried_delivery_never_posts_twice(sink, events, feishu, conn):
 
 
 ROW = "https://www.notion.so/0123456789abcdef0123456789abcdef"
+KB = json.dumps({"kb": "notion://secret_token@0123456789abcdef0123456789abcdef", "hook": "local:///tmp/kb.sqlite3"})
 
 
-def test_a_card_links_the_notion_row_written_before_it(sink, events, feishu, conn):
+@pytest.fixture
+def with_kb(set_env, feishu_settings):  # noqa: ANN001, ANN201
+    """Settings with a Notion sink "kb" (its links shown in the chat) and another sink "hook"."""
+    return set_env(sinks=KB)
+
+
+@pytest.fixture
+def linking(with_kb, conn) -> FeishuReplySink:  # noqa: ANN001
+    return FeishuReplySink.from_url(urlsplit("feishu-reply://"), SinkContext(with_kb, conn))
+
+
+def test_a_card_links_the_notion_row_written_before_it(linking, events, feishu, conn):
     result = result_for(events.image(chat_id(), b"png"))
     store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
     store.note_receipt(conn, result.job.job_id, "local", "local store row 7", 60)
-    sink.deliver(result, None)
+    linking.deliver(result, None)
     [reply] = feishu.all_replies()
     assert reply.links == [ROW] and "Open in Notion" in json.dumps(reply.content)
-    sink.amend(result)
+    linking.amend(result)
     assert feishu.count("update") == 0, "nothing changed, nothing sent"
 
 
-def test_a_row_written_after_the_reply_is_added_to_the_posted_cards(sink, events, feishu, conn):
+def test_a_row_written_after_the_reply_is_added_to_the_posted_cards(linking, events, feishu, conn):
+    sink = linking
     text = "\n".join(f"发票明细第{n}行 金额 1280.00 元" for n in range(1500))
     result = result_for(events.image(chat_id(), b"png"), text)
     sink.amend(result)  # before the reply: nothing to update yet
@@ -152,19 +165,21 @@ def test_a_row_written_after_the_reply_is_added_to_the_posted_cards(sink, events
     assert feishu.count("update") == len(cards)
 
 
-def test_a_card_links_in_the_bots_language(set_env, feishu_settings, conn, events, feishu):
+def test_a_card_links_in_the_bots_language_and_only_notion_rows(with_kb, set_env, conn, events, feishu):
     zh = set_env(feishu_language="zh")
     result = result_for(events.image(chat_id(), b"png"))
     store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
-    store.note_receipt(conn, result.job.job_id, "wiki", "posted https://wiki.example.com/p/1", 60)
+    # Another sink's receipt may hold a private URL (a webhook's): never shown in the chat.
+    store.note_receipt(conn, result.job.job_id, "hook", "posted to https://hooks.example.com/T0KEN", 60)
+    store.note_receipt(conn, result.job.job_id, "gone", "notion page https://www.notion.so/ffff", 60)  # a sink since removed
     FeishuReplySink.from_url(urlsplit("feishu-reply://"), SinkContext(zh, conn)).deliver(result, None)
     [reply] = feishu.all_replies()
-    assert reply.links == [ROW, "https://wiki.example.com/p/1"]
-    assert "在 Notion 中打开" in json.dumps(reply.content, ensure_ascii=False) and "打开链接" in json.dumps(reply.content, ensure_ascii=False)
+    assert reply.links == [ROW] and "T0KEN" not in json.dumps(reply.content)
+    assert "在 Notion 中打开" in json.dumps(reply.content, ensure_ascii=False)
 
 
-def test_plain_text_replies_are_never_updated(feishu_settings, conn, events, feishu):
-    sink = FeishuReplySink.from_url(urlsplit("feishu-reply://?format=text"), SinkContext(feishu_settings, conn))
+def test_plain_text_replies_are_never_updated(with_kb, conn, events, feishu):
+    sink = FeishuReplySink.from_url(urlsplit("feishu-reply://?format=text"), SinkContext(with_kb, conn))
     result = result_for(events.image(chat_id(), b"png"))
     sink.deliver(result, None)
     store.note_receipt(conn, result.job.job_id, "kb", f"notion page {ROW}", 60)
