@@ -45,7 +45,7 @@ def search_chat(settings: Settings, conn: redis.Redis, platform: str, chat_id: s
     live = live_settings(settings, conn)
     hits = {row.job_id: Hit(row.job_id, row.text, row.sender, row.sent_at, tuple(chat_links(delivered.get(row.job_id, {}), live))) for row in rows}
     missed = []
-    for name, sink in _searchable(settings, conn, platform, bot_id, chat_id):
+    for name, sink in _searchable(live, conn, platform, bot_id, chat_id):
         try:
             found = sink.search_chat(chat_id, query, limit)
         except (TransientError, PermanentError) as exc:
@@ -62,9 +62,9 @@ def search_chat(settings: Settings, conn: redis.Redis, platform: str, chat_id: s
     return Found(newest[:limit], missed)
 
 
-def _searchable(settings: Settings, conn: redis.Redis, platform: str, bot_id: str, chat_id: str) -> list[tuple[str, object]]:
-    """The sinks this chat's results go to that can search them (Notion databases), by name."""
-    live = live_settings(settings, conn)
+def _searchable(live: Settings, conn: redis.Redis, platform: str, bot_id: str, chat_id: str) -> list[tuple[str, object]]:
+    """The sinks this chat's results go to that can search them (Notion databases), by name; `live`:
+    the settings with the sinks and routes in force now."""
     context = SinkContext(live, conn)
     found = []
     for name in sinks_for(ImageJob(platform, bot_id, chat_id, "", ""), live.routes):

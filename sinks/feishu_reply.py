@@ -22,7 +22,7 @@ from urllib.parse import SplitResult, parse_qs
 import redis
 
 from bots.feishu.bots import bot_in_force, registry
-from bots.feishu.cards import text_card
+from bots.feishu.cards import notion_button, text_card
 from ocr_core.errors import TransientError
 from ocr_core.job import OcrResult
 from ocr_core.limits import LimitExceeded
@@ -30,7 +30,7 @@ from ocr_core.limits.window import SlidingWindow
 from ocr_core.store import receipts
 from ocrhub.settings import Settings
 from sinks.base import SinkConfigError, SinkContext, SinkError, chat_links
-from sinks.feishu_words import failure, link_label, words
+from sinks.feishu_words import failure, words
 
 # Feishu caps a text message's request body at 150 KB; keep clear of it.
 BODY_LIMIT = 150 * 1024 - 2048
@@ -95,7 +95,7 @@ class FeishuReplySink:
         in_thread = bot.reply_in_thread if self.thread is None else self.thread
         parts = list(reply_parts(result, CARD_TEXT_LIMIT if self.reply_format == "card" else BODY_LIMIT, bot.language))
         chat = f"{bot.bot_id}:{job.chat_id}"
-        links = elsewhere(conn, settings, job.job_id)
+        links = elsewhere(conn, settings, job.job_id) if self.reply_format == "card" else []  # text is never updated
         posted = []
         for index, text in enumerate(parts):
             marker = part_key(job.job_id, index)
@@ -185,7 +185,7 @@ def card_content(result: OcrResult, text: str, language: str = "en", links: list
     else:
         meta = " · ".join(part for part in (result.engine, f"{seconds:.1f} s" if seconds else "") if part)
     title = said["title.failed"] if result.error else said["title.ok"]
-    buttons = tuple((link_label(url, language), url) for url in links or ())
+    buttons = tuple((notion_button(language), url) for url in links or ())
     shape = text_card(text, title=title, meta=meta, full_text_label=said["full"], template="red" if result.error else "blue", links=buttons)
     return json.dumps(shape, ensure_ascii=False)
 

@@ -3,15 +3,10 @@ fail (the technical reason stays for the card's small print and the logs)."""
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from ocr_core.job import OcrResult
-
-NOTION_HOSTS = ("notion.so", "notion.site")
 
 WORDS = {
     "zh": {
-        "open.notion": "在 Notion 中打开", "open.link": "打开链接",
         "title.ok": "识别结果", "title.failed": "没能识别", "full": "展开全文", "empty.text": "这张图片里没有找到文字。",
         "empty": "这个文件是空的，请重新发送。",
         "too_large": "这张图片太大了，请压缩后再发。",
@@ -23,7 +18,6 @@ WORDS = {
         "unreadable": "抱歉，这张图片没能识别。",
     },
     "en": {
-        "open.notion": "Open in Notion", "open.link": "Open link",
         "title.ok": "Text read", "title.failed": "Could not read this", "full": "Full text", "empty.text": "No text found in this picture.",
         "empty": "This file is empty: please send it again.",
         "too_large": "This picture is too large: please send a smaller one.",
@@ -46,9 +40,3 @@ def failure(result: OcrResult, language: str) -> str:
     said = words(language)
     return said.get(result.error_kind or "unreadable", said["unreadable"])
 
-
-def link_label(url: str, language: str) -> str:
-    """A button's words for a place the text also went."""
-    host = (urlsplit(url).hostname or "").lower()
-    notion = any(host == h or host.endswith("." + h) for h in NOTION_HOSTS)
-    return words(language)["open.notion" if notion else "open.link"]

@@ -19,6 +19,12 @@ PREVIEW_LINES = 8
 PREVIEW_CHARS = 600
 TEXT_ID = "ocr_text"  # the element that holds the whole text (tests and tools read it by id)
 LINKS_ID = "ocr_links"
+# Only Notion rows' links reach a chat (sinks.base.chat_links), so every link button opens one.
+NOTION_BUTTON = {"zh": "在 Notion 中打开", "en": "Open in Notion"}
+
+
+def notion_button(language: str) -> str:
+    return NOTION_BUTTON.get(language, NOTION_BUTTON["en"])
 
 
 def text_card(

@@ -18,7 +18,7 @@ from typing import Any
 
 from rq import get_current_job
 
-from bots.feishu.cards import Match, search_card
+from bots.feishu.cards import Match, notion_button, search_card
 from ocrhub.settings import get_settings
 
 log = logging.getLogger("ocrhub.feishu")
@@ -160,7 +160,7 @@ def read_earlier(conn: Any, settings: Any, bot: Any, payload: dict[str, Any], co
 
 def search_reply_card(command: Command, hits: list[Any], missed: bool = False) -> dict[str, Any]:
     """The answer as a card: each sender by name (a person element), each Notion row as a button."""
-    label = "在 Notion 中打开" if command.language == "zh" else "Open in Notion"
+    label = notion_button(command.language)
     matches = [
         Match(snippet(hit.text, command.query), hit.sender, hit.sent_at[:10], (label, hit.links[0]) if hit.links else None) for hit in hits
     ]

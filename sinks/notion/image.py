@@ -11,6 +11,7 @@ from PIL import Image
 
 from ocr_core.errors import ImageError
 from ocr_core.image import normalise
+from ocr_core.pdf import is_pdf
 
 # One single-part upload carries at most 20 MiB whatever the plan allows.
 SINGLE_PART_LIMIT = 20 * 1024 * 1024
@@ -50,7 +51,7 @@ def sniff(data: bytes) -> tuple[str, str] | None:
 def prepare(data: bytes, limit: int, stem: str, *, max_pixels: int) -> Prepared:
     limit = min(limit, SINGLE_PART_LIMIT)
     stem = re.sub(r"[^\w.-]+", "_", stem)[:100] or "image"
-    if data.startswith(b"%PDF-"):
+    if is_pdf(data):
         if len(data) <= limit:
             return Prepared(data, PDF, f"{stem}.pdf")
         return Prepared(None, note=f"PDF not attached: its {len(data)} bytes are over the workspace's {limit}-byte upload limit")

@@ -12,6 +12,7 @@ from typing import Any
 
 from ocr_core.job import ImageJob, OcrResult
 from sinks.base import SinkConfigError
+from sinks.notion.image import PDF
 from sinks.notion.schema import Schema
 
 TEXT_LIMIT = 2000
@@ -69,7 +70,7 @@ FILE_BLOCKS = ("image", "pdf")  # the block the original goes into, always the p
 
 def image_block(upload_id: str, content_type: str = "") -> dict[str, Any]:
     """The original shown at the top of the page: an image, or a PDF viewer for a PDF."""
-    kind = "pdf" if content_type == "application/pdf" else "image"
+    kind = "pdf" if content_type == PDF else "image"
     return {"object": "block", "type": kind, kind: {"type": "file_upload", "file_upload": {"id": upload_id}}}
 
 
